@@ -1,0 +1,1 @@
+"""Timelines → pandas frames, metrics, findings and policy diff reports."""

@@ -1,0 +1,1 @@
+"""The model: session → workload → engine + policy → timeline."""

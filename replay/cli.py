@@ -1,0 +1,62 @@
+"""The ``qmpreplay`` command line: the one place that knows tracer, replay and analysis."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from tracer import __version__
+
+app = typer.Typer(
+    name="qmpreplay",
+    help=(
+        "Record QEMU Machine Protocol (QMP) sessions, replay them through libvirt-like "
+        "event-dispatch policies in virtual time, and compare the policies."
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"qmpreplay {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Record QMP sessions, replay them through dispatch policies, compare the policies."""
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print one error line on stderr and return the exit to raise."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _register() -> None:
+    from replay import cli_replay
+    from tracer import cli_record, cli_session, cli_trace
+
+    cli_replay.register(app)
+    cli_replay.register_scenario(app)
+    cli_session.register(app)
+    cli_record.register(app)
+    cli_trace.register(app)
+
+
+def main() -> None:
+    _register()
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,65 @@
+"""The global deferred-event worker (libvirt's one ``qemu-event`` thread for all VMs).
+
+Deferred stages of every VM's events run here in FIFO order; while one waits for its VM's
+job (up to the job timeout), every other VM's deferred events wait too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TYPE_CHECKING
+
+from replay.engine import PARK, Thread
+from replay.workload import DEFERRED
+
+if TYPE_CHECKING:
+    from replay.host import Host
+    from replay.workload import Event
+
+PATH = "global-worker"
+
+
+class DeferredWorker:
+    def __init__(self, host: Host, name: str = "qemu-event") -> None:
+        self.host = host
+        self.queue = host.queue("deferred")
+        self.thread = host.thread(name, "global-worker")
+        self.idle = False
+        self.thread.start(self._run())
+
+    def push(self, ev: Event) -> None:
+        self.queue.push(ev)
+        if self.idle:
+            self.idle = False
+            self.thread.wake()
+
+    def inline_here(self, th: Thread, ev: Event, path: str) -> Generator[int | None, None, None]:
+        """Run ``ev``'s inline stage on ``th`` (a reader) and queue its deferred stage here."""
+        if ev.cls != DEFERRED:
+            finished = yield from self.host.handle(th, ev, path, rest=False)
+            if finished:
+                return
+        self.push(ev)
+
+    def discard(self, vm: int) -> list[Event]:
+        keep = [ev for ev in self.queue.items if ev.vm != vm]
+        if len(keep) == len(self.queue.items):
+            return []
+        dropped = [ev for ev in self.queue.items if ev.vm == vm]
+        self.queue.clear()
+        for ev in keep:
+            self.queue.push(ev)
+        return dropped
+
+    def _run(self) -> Generator[int | None, None, None]:
+        th = self.thread
+        queue = self.queue
+        handle = self.host.handle
+        while True:
+            if not queue.items:
+                self.idle = True
+                th.blocked = None
+                th.busy_vm = -1
+                yield PARK
+                continue
+            yield from handle(th, queue.pop(), PATH, first=False)

@@ -1,0 +1,174 @@
+"""The discrete-event engine: virtual time in integer ns and cooperative threads.
+
+A thread is a generator. It yields a number of ns to spend on the CPU (``yield cost``), or
+:data:`PARK` (``None``) to block until something calls :meth:`Thread.wake`. Primitives
+return ``0`` when the thread may go on at once and ``PARK`` when it must wait, so a thread
+writes ``yield vm.mutex.lock(th)`` and a free lock costs a flag test, not a scheduled event.
+
+Three things drive time: a heap of ``(t, seq, fn, arg)`` callbacks, a stream of workload
+arrivals merged outside the heap (so a session never sits in memory), and *settle*
+callbacks that run once every callback at the current ns has run (a non-fair mutex draws
+its next holder then, among every thread that contended during that ns).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Callable, Generator, Iterator
+from heapq import heappop, heappush
+from itertools import count
+from typing import Any
+
+#: What a thread yields to block until woken.
+PARK = None
+#: What a primitive returns when the thread may go on at once.
+GO = 0
+
+Body = Generator[int | None, None, None]
+Record = tuple[int, int, int, int, int, int]
+Arrival = tuple[int, Callable[[Any], None], Any]
+
+
+def discard() -> Callable[[Record], None]:
+    """A sink that drops records at C speed."""
+    return deque(maxlen=0).append
+
+
+class Engine:
+    """Virtual clock, callback heap, settle list, the run's RNG and its record sink."""
+
+    def __init__(self, seed: int = 0, emit: Callable[[Record], None] | None = None) -> None:
+        self.now = 0
+        self.rng = random.Random(seed)
+        self.emit = emit or discard()
+        self._heap: list[tuple[int, int, Callable[[Any], None], Any]] = []
+        self._seq = count()
+        self._settle: list[Callable[[], None]] = []
+        self.threads: list[Thread] = []
+        #: Last virtual time the run may reach (None: no limit); may be raised while running.
+        self.horizon: int | None = None
+
+    def at(self, t: int, fn: Callable[[Any], None], arg: Any = None) -> None:
+        """Call ``fn(arg)`` at virtual time ``t`` (same-time calls run in call order)."""
+        heappush(self._heap, (t, next(self._seq), fn, arg))
+
+    def settle(self, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` once every callback at the current ns has run."""
+        self._settle.append(fn)
+
+    def run(self, arrivals: Iterator[Arrival],
+            progress: Callable[[int], None] | None = None) -> int:
+        """Run until nothing is left to do (or :attr:`horizon`); return the end time.
+
+        ``arrivals`` yields ``(t, fn, arg)`` in time order; it is pulled lazily.
+        ``progress(now)`` is called every 65,536 steps (consumers flush records then).
+        """
+        heap = self._heap
+        settle = self._settle
+        nxt = next(arrivals, None)
+        steps = 0
+        while True:
+            t = heap[0][0] if heap else None
+            if nxt is not None and (t is None or nxt[0] < t):
+                t = nxt[0]
+                if settle and t > self.now:
+                    self._run_settle()
+                    continue
+                if self.horizon is not None and t > self.horizon:
+                    self.now = self.horizon
+                    break
+                self.now = t
+                nxt[1](nxt[2])
+                nxt = next(arrivals, None)
+                continue
+            if t is None:
+                if settle:
+                    self._run_settle()
+                    continue
+                break
+            if settle and t > self.now:
+                self._run_settle()
+                continue
+            if self.horizon is not None and t > self.horizon:
+                self.now = self.horizon
+                break
+            _, _, fn, arg = heappop(heap)
+            self.now = t
+            fn(arg)
+            steps += 1
+            if progress is not None and not steps & 0xFFFF:
+                progress(t)
+        return self.now
+
+    def _run_settle(self) -> None:
+        todo = self._settle[:]
+        self._settle.clear()
+        for fn in todo:
+            fn()
+
+
+class Thread:
+    """A cooperative thread of the modelled daemon (a generator run by the engine).
+
+    Wait bookkeeping lives here so primitives stay allocation-free: ``token`` invalidates
+    stale timers, ``failed`` tells a body that its last wait ended in an error.
+    """
+
+    __slots__ = (
+        "engine", "tid", "name", "role", "vm", "gen", "token", "failed", "error",
+        "wait_since", "job_req", "deadline", "overtakes", "blocked", "owner", "api", "busy_vm",
+    )
+
+    def __init__(self, engine: Engine, name: str, role: str, vm: int = -1) -> None:
+        self.engine = engine
+        self.tid = len(engine.threads)
+        engine.threads.append(self)
+        self.name = name
+        self.role = role
+        self.vm = vm
+        self.gen: Body | None = None
+        self.token = 0
+        self.failed = False
+        self.error = ""
+        self.wait_since = 0
+        self.job_req = 0
+        self.deadline = 0
+        self.overtakes = 0
+        #: What the thread is blocked on, for deadlock detection: (what, object) or None.
+        self.blocked: tuple[str, Any] | None = None
+        #: The owner code of the work in hand (RPC id, or -(event id)-1).
+        self.owner = 0
+        #: The API name of the work in hand (job holder names, timeout messages).
+        self.api = ""
+        #: The VM whose work the thread is doing now (-1: none), for interference.
+        self.busy_vm = -1
+
+    def start(self, body: Body) -> None:
+        self.gen = body
+        self.engine.at(self.engine.now, self.step)
+
+    def step(self, _: Any = None) -> None:
+        gen = self.gen
+        assert gen is not None
+        send = gen.send
+        try:
+            d = send(None)
+            while d == 0:
+                d = send(None)
+        except StopIteration:
+            self.gen = None
+            return
+        if d is not None:
+            engine = self.engine
+            heappush(engine._heap, (engine.now + d, next(engine._seq), self.step, None))
+
+    def wake(self) -> None:
+        """Make a parked thread runnable now (invalidating its pending timers)."""
+        self.token += 1
+        self.blocked = None
+        engine = self.engine
+        heappush(engine._heap, (engine.now, next(engine._seq), self.step, None))
+
+    def __repr__(self) -> str:
+        return f"<Thread {self.name}>"

@@ -1,0 +1,528 @@
+"""The libvirt-like host: VMs, their monitors, the RPC bodies and the event handler stages.
+
+What an API call and an event handler *do* is the same under every policy; a policy only
+decides which thread reads which monitor and where each event stage runs. So the bodies
+live here, written against the primitives, and policies stay short.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from replay.condition import DomainCondition
+from replay.engine import PARK, Engine, Thread
+from replay.findings import Watch
+from replay.job import Job
+from replay.mutex import Mutex
+from replay.profile import Profile
+from replay.rpcpool import RpcPool
+from replay.workload import (
+    BOTH,
+    CONDITIONAL,
+    DEFERRED,
+    INLINE,
+    NEVER_SENT,
+    Command,
+    Event,
+    Hooks,
+    Rpc,
+)
+from tracer.timeline import (
+    DROP_DESTROYED,
+    DROP_JOB_TIMEOUT,
+    DROP_NOT_SENT,
+    EventInfo,
+    Kind,
+    QueueInfo,
+    RpcInfo,
+    ThreadInfo,
+    Timeline,
+)
+
+if TYPE_CHECKING:
+    from replay.policy import Policy
+    from replay.queue import EventQueue
+
+Body = Generator[int | None, None, None]
+
+EOF_ERROR = "End of file from qemu monitor"
+CLASS_NAMES = ("inline", "deferred", "conditional", "inline+deferred")
+
+EVENT_ARRIVE = int(Kind.EVENT_ARRIVE)
+EVENT_DROPPED = int(Kind.EVENT_DROPPED)
+EVENT_DONE = int(Kind.EVENT_DONE)
+HANDLER_BEGIN = int(Kind.HANDLER_BEGIN)
+HANDLER_END = int(Kind.HANDLER_END)
+MSG_READ = int(Kind.MSG_READ)
+RPC_ARRIVE = int(Kind.RPC_ARRIVE)
+RPC_START = int(Kind.RPC_START)
+RPC_END = int(Kind.RPC_END)
+CMD_SEND = int(Kind.CMD_SEND)
+CMD_REPLY = int(Kind.CMD_REPLY)
+READ_PAUSED = int(Kind.READ_PAUSED)
+READ_RESUMED = int(Kind.READ_RESUMED)
+
+
+@dataclass(frozen=True, slots=True)
+class HostParams:
+    """Parameters every policy shares."""
+
+    workers: int = 5
+    max_workers: int = 0
+    prio_workers: int = 5
+    job_timeout: int = 30_000_000_000
+    fifo: bool = False
+    max_queued: int = 0
+    starvation_k: int = 5
+
+
+class Reply:
+    """A QMP reply on its way from QEMU to the thread waiting for it."""
+
+    __slots__ = ("thread", "owner", "error", "size", "arrival")
+
+    def __init__(self, thread: Thread, owner: int, error: bool, size: int, arrival: int) -> None:
+        self.thread = thread
+        self.owner = owner
+        self.error = error
+        self.size = size
+        self.arrival = arrival
+
+
+class VM:
+    """One domain: its lock, job, condition and monitor (one ordered inbound stream)."""
+
+    __slots__ = (
+        "index", "name", "mutex", "job", "cond", "inbox", "paused", "paused_since", "dead",
+        "waiting", "waiting_cmd", "reply_unread", "unhandled", "queue", "served", "reader",
+    )
+
+    def __init__(self, index: int, name: str, engine: Engine, watch: Watch,
+                 params: HostParams) -> None:
+        self.index = index
+        self.name = name
+        self.mutex = Mutex(engine, index)
+        self.job = Job(engine, index, self.mutex, watch, fifo=params.fifo,
+                       timeout=params.job_timeout, max_queued=params.max_queued)
+        self.cond = DomainCondition(engine, index, self.mutex, watch)
+        #: Messages that arrived on the socket and are not read yet (replies and events).
+        self.inbox: deque[Event | Reply] = deque()
+        self.paused = False
+        self.paused_since = 0
+        self.dead = False
+        #: The thread waiting for a reply on this monitor (one outstanding command).
+        self.waiting: Thread | None = None
+        self.waiting_cmd = ""
+        #: The awaited reply has arrived on the socket but is not read yet.
+        self.reply_unread = False
+        #: Events that arrived and are not handled yet, in arrival order (ordering check).
+        self.unhandled: deque[Event] = deque()
+        #: The policy's per-VM event queue, if it has one.
+        self.queue: EventQueue | None = None
+        #: The event thread serving this VM (pool), if any.
+        self.served: Thread | None = None
+        #: The thread that reads this VM's monitor.
+        self.reader: Thread | None = None
+
+
+class Host:
+    """The modelled daemon for one (session, policy) run."""
+
+    def __init__(self, engine: Engine, profile: Profile, params: HostParams, vm_names: list[str],
+                 timeline: Timeline | None) -> None:
+        self.engine = engine
+        self.emit = engine.emit
+        self.profile = profile
+        self.params = params
+        self.timeline = timeline
+        self.watch = Watch(self, params.starvation_k)
+        self.vms = [VM(i, name, engine, self.watch, params) for i, name in enumerate(vm_names)]
+        self.pool = RpcPool(engine, self.rpc_body, workers=params.workers,
+                            max_workers=params.max_workers, prio_workers=params.prio_workers)
+        self.policy: Policy
+        self.event_count = 0
+        self.rpc_count = 0
+        self.rpcs_running: dict[int, Rpc] = {}
+        self.path_ids: dict[str, int] = {}
+        self.path_counts: list[int] = []
+        self.hooks = Hooks(late_reply=self._late_reply, late_cause=self._late_cause)
+        self.complete_rpc: Callable[[Rpc], None] = lambda rpc: None
+        self._unanswered: dict[Command, tuple[Thread, VM, int]] = {}
+
+    # -- tables ---------------------------------------------------------------------------
+
+    def thread(self, name: str, role: str, vm: int = -1) -> Thread:
+        return Thread(self.engine, name, role, vm)
+
+    def queue(self, name: str, vm: int = -1, *, gauge: bool = False) -> EventQueue:
+        """A traced event queue (``gauge``: a count-only queue, see :class:`Gauge`)."""
+        from replay.queue import EventQueue, Gauge
+
+        qid = len(self.watch.queues)
+        q = (Gauge if gauge else EventQueue)(self.engine, qid, vm)
+        self.watch.queues.append((name, q))
+        if self.timeline is not None:
+            self.timeline.queues.append(QueueInfo(name, vm))
+        return q
+
+    def path(self, name: str) -> int:
+        pid = self.path_ids.get(name)
+        if pid is None:
+            pid = self.path_ids[name] = len(self.path_ids)
+            self.path_counts.append(0)
+            if self.timeline is not None:
+                self.timeline.paths.append(name)
+        return pid
+
+    def sync_threads(self) -> None:
+        """Copy new threads into the timeline's table (before their first record)."""
+        if self.timeline is not None:
+            table = self.timeline.threads
+            for th in self.engine.threads[len(table):]:
+                table.append(ThreadInfo(th.name, th.role, th.vm))
+
+    # -- arrivals -------------------------------------------------------------------------
+
+    def arrive_rpc(self, rpc: Rpc) -> None:
+        rpc.id = self.rpc_count
+        self.rpc_count += 1
+        if self.timeline is not None:
+            self.timeline.rpcs.append(RpcInfo(rpc.vm, rpc.api, rpc.arrival, rpc.costs.priority,
+                                              [c.name for c in rpc.commands]))
+        self.emit((self.engine.now, RPC_ARRIVE, -1, rpc.vm, rpc.id, 0))
+        self.policy.rpc_arrived(rpc)
+
+    def arrive_event(self, ev: Event) -> None:
+        now = self.engine.now
+        ev.arrival = now
+        ev.id = self.event_count
+        self.event_count += 1
+        if self.timeline is not None:
+            self.timeline.events.append(
+                EventInfo(ev.vm, ev.name, CLASS_NAMES[ev.cls], now, ev.size))
+        self.emit((now, EVENT_ARRIVE, -1, ev.vm, ev.id, ev.size))
+        vm = self.vms[ev.vm]
+        if vm.dead:
+            self.drop(ev, DROP_DESTROYED)
+            return
+        vm.inbox.append(ev)
+        vm.unhandled.append(ev)
+        self.policy.inbox_ready(vm)
+
+    # -- monitor --------------------------------------------------------------------------
+
+    def send(self, th: Thread, vm: VM, owner: int, index: int, cmd: Command | None,
+             name: str, service: int) -> int | None:
+        """Send a QMP command; park until its reply is read (or fail at once on a dead VM).
+
+        ``cmd`` is the recorded command (None for a command an event handler sends).
+        """
+        engine = self.engine
+        now = engine.now
+        if vm.dead:
+            th.failed = True
+            th.error = EOF_ERROR
+            if cmd is not None:
+                self._never_sent(cmd)
+            return 0
+        self.emit((now, CMD_SEND, th.tid, vm.index, owner, index))
+        vm.waiting = th
+        vm.waiting_cmd = name
+        th.blocked = ("reply", vm)
+        th.failed = False
+        if cmd is not None:
+            cmd.sent_at = now
+            for offset, ev in cmd.caused:
+                engine.at(now + offset, self.arrive_event, ev)
+            if cmd.service is None:  # not read from the session yet: _late_reply schedules it
+                self._unanswered[cmd] = (th, vm, owner)
+                return None
+            service, error, size = cmd.service, cmd.error, cmd.reply_size
+        else:
+            error, size = False, 40
+        if service >= 0:
+            engine.at(now + service, self._reply_arrives,
+                      (vm, Reply(th, owner, error, size, now + service)))
+        return None
+
+    def _late_reply(self, cmd: Command) -> None:
+        sender = self._unanswered.pop(cmd, None)
+        if sender is None or cmd.service is None or cmd.service < 0:
+            return
+        th, vm, owner = sender
+        at = max(self.engine.now, cmd.sent_at + cmd.service)
+        self.engine.at(at, self._reply_arrives,
+                       (vm, Reply(th, owner, cmd.error, cmd.reply_size, at)))
+
+    def _late_cause(self, cmd: Command, offset: int, ev: Event) -> None:
+        if cmd.sent_at == NEVER_SENT:
+            self.engine.at(self.engine.now, self._drop_unsent, ev)
+            return
+        self.engine.at(max(self.engine.now, cmd.sent_at + offset), self.arrive_event, ev)
+
+    def _drop_unsent(self, ev: Event) -> None:
+        ev.id = self.event_count
+        self.event_count += 1
+        if self.timeline is not None:
+            self.timeline.events.append(
+                EventInfo(ev.vm, ev.name, CLASS_NAMES[ev.cls], self.engine.now, ev.size))
+        self.drop(ev, DROP_NOT_SENT)
+
+    def _never_sent(self, cmd: Command) -> None:
+        cmd.sent_at = NEVER_SENT
+        for _, ev in cmd.caused:
+            self.engine.at(self.engine.now, self._drop_unsent, ev)
+
+    def _reply_arrives(self, arg: tuple[VM, Reply]) -> None:
+        vm, reply = arg
+        if vm.dead or vm.waiting is not reply.thread:
+            return
+        vm.inbox.append(reply)
+        vm.reply_unread = True
+        self.policy.inbox_ready(vm)
+        if vm.paused or (vm.reader is not None and vm.reader.blocked is not None):
+            self.watch.waiting(reply.thread)
+
+    def read(self, th: Thread, vm: VM) -> Generator[int | None, None, Event | None]:
+        """Read the next message of ``vm``'s monitor: a reply wakes its waiter, an event is
+        returned for the policy to dispatch."""
+        msg = vm.inbox.popleft()
+        cost = self.profile.read_cost(msg.size)
+        if cost:
+            th.busy_vm = vm.index
+            yield cost
+        if type(msg) is Reply:
+            self.emit((self.engine.now, MSG_READ, th.tid, vm.index, -1, msg.size))
+            self._deliver(vm, msg)
+            return None
+        assert isinstance(msg, Event)
+        self.emit((self.engine.now, MSG_READ, th.tid, vm.index, msg.id, msg.size))
+        return msg
+
+    def _deliver(self, vm: VM, reply: Reply) -> None:
+        th = reply.thread
+        if vm.waiting is not th:
+            return
+        vm.waiting = None
+        vm.reply_unread = False
+        th.failed = reply.error
+        self.emit((self.engine.now, CMD_REPLY, th.tid, vm.index, reply.owner, int(reply.error)))
+        th.wake()
+
+    def queued(self, vm: VM) -> None:
+        """An event was queued for ``vm``: an API sync-waiting there may now be deadlocked."""
+        for th, _, _ in vm.cond.waiters:
+            self.watch.waiting(th)
+
+    def pause_reading(self, vm: VM) -> None:
+        vm.paused = True
+        vm.paused_since = self.engine.now
+        self.emit((self.engine.now, READ_PAUSED, -1, vm.index, -1, 0))
+        if vm.waiting is not None:
+            self.watch.waiting(vm.waiting)
+
+    def resume_reading(self, vm: VM) -> None:
+        vm.paused = False
+        now = self.engine.now
+        self.emit((now, READ_RESUMED, -1, vm.index, -1, now - vm.paused_since))
+        self.policy.inbox_ready(vm)
+
+    # -- event handling -------------------------------------------------------------------
+
+    def handle(self, th: Thread, ev: Event, path: str, *, first: bool = True,
+               rest: bool = True) -> Generator[int | None, None, bool]:
+        """Run an event's stages on ``th``: the inline stage (``first``) and the deferred
+        stage (``rest``). Returns True when the event is finished (handled or dropped),
+        False when only its inline stage ran and a deferred stage is still due."""
+        cls = ev.cls
+        if first and cls != DEFERRED:
+            finished = yield from self._inline_stage(th, ev, path)
+            if finished or not rest:
+                return finished
+        yield from self._deferred_stage(th, ev, path, 0 if cls == DEFERRED else 1)
+        return True
+
+    def _inline_stage(self, th: Thread, ev: Event, path: str) -> Generator[int | None, None, bool]:
+        engine = self.engine
+        vm = self.vms[ev.vm]
+        th.busy_vm = ev.vm
+        ev.started = True
+        self.emit((engine.now, HANDLER_BEGIN, th.tid, ev.vm, ev.id, 0))
+        yield vm.mutex.lock(th)
+        if ev.cls == CONDITIONAL and vm.cond.signal(ev.name, ev.id):
+            cost = self.profile.wake_waiter
+            if cost:
+                yield cost
+            vm.mutex.unlock(th)
+            self.emit((engine.now, HANDLER_END, th.tid, ev.vm, ev.id, 0))
+            self.done(ev, path)
+            return True
+        cost = self.profile.handler_cost(ev.name, deferred=False)
+        if cost:
+            yield cost
+        vm.mutex.unlock(th)
+        self.emit((engine.now, HANDLER_END, th.tid, ev.vm, ev.id, 0))
+        if ev.cls == INLINE:
+            self.done(ev, path)
+            return True
+        return False
+
+    def _deferred_stage(self, th: Thread, ev: Event, path: str, stage: int) -> Body:
+        engine = self.engine
+        vm = self.vms[ev.vm]
+        th.busy_vm = ev.vm
+        ev.started = True
+        owner = -ev.id - 1
+        self.emit((engine.now, HANDLER_BEGIN, th.tid, ev.vm, ev.id, stage))
+        yield vm.mutex.lock(th)
+        ok = yield from vm.job.begin(th, owner, "event:" + ev.name)
+        if not ok:
+            vm.mutex.unlock(th)
+            self.emit((engine.now, HANDLER_END, th.tid, ev.vm, ev.id, stage))
+            self.drop(ev, DROP_JOB_TIMEOUT, th)
+            return
+        yield from self._deferred_work(th, vm, ev, owner)
+        vm.job.end(th)
+        vm.mutex.unlock(th)
+        self.emit((engine.now, HANDLER_END, th.tid, ev.vm, ev.id, stage))
+        self.done(ev, path)
+
+    def _deferred_work(self, th: Thread, vm: VM, ev: Event, owner: int) -> Body:
+        """The deferred handler's work, job and mutex held: CPU, then the QMP it sends."""
+        cost = self.profile.handler_cost(ev.name, deferred=True)
+        if cost:
+            yield cost
+        for i, name in enumerate(self.profile.event_commands.get(ev.name, ())):
+            vm.mutex.unlock(th)
+            yield self.send(th, vm, owner, i, None, name, self.profile.handler_command)
+            yield vm.mutex.lock(th)
+            if th.failed:
+                break
+
+    def handle_locked(self, th: Thread, ev: Event, path: str) -> Body:
+        """Handle an event on a thread that already holds its VM's mutex and job (an RPC
+        draining its VM's queue before it ends its job)."""
+        engine = self.engine
+        vm = self.vms[ev.vm]
+        ev.started = True
+        self.emit((engine.now, HANDLER_BEGIN, th.tid, ev.vm, ev.id, 0))
+        if ev.cls == CONDITIONAL and vm.cond.signal(ev.name, ev.id):
+            cost = self.profile.wake_waiter
+            if cost:
+                yield cost
+        else:
+            if ev.cls != DEFERRED:
+                cost = self.profile.handler_cost(ev.name, deferred=False)
+                if cost:
+                    yield cost
+            if ev.cls != INLINE:
+                yield from self._deferred_work(th, vm, ev, th.owner)
+        self.emit((engine.now, HANDLER_END, th.tid, ev.vm, ev.id, 0))
+        self.done(ev, path)
+
+    def done(self, ev: Event, path: str) -> None:
+        ev.done = True
+        pid = self.path(path)
+        self.path_counts[pid] += 1
+        self.emit((self.engine.now, EVENT_DONE, -1, ev.vm, ev.id, pid))
+        self._forget(ev)
+
+    def drop(self, ev: Event, reason: int, th: Thread | None = None) -> None:
+        ev.done = True
+        self.emit((self.engine.now, EVENT_DROPPED, th.tid if th else -1, ev.vm, ev.id, reason))
+        self._forget(ev)
+
+    def _forget(self, ev: Event) -> None:
+        unhandled = self.vms[ev.vm].unhandled
+        while unhandled and unhandled[0].done:
+            unhandled.popleft()
+
+    # -- RPCs -----------------------------------------------------------------------------
+
+    def rpc_body(self, th: Thread, rpc: Rpc) -> Body:
+        engine = self.engine
+        vm = self.vms[rpc.vm]
+        costs = rpc.costs
+        th.owner = rpc.id
+        th.api = rpc.api
+        th.busy_vm = rpc.vm
+        th.error = ""
+        self.rpcs_running[rpc.id] = rpc
+        self.emit((engine.now, RPC_START, th.tid, rpc.vm, rpc.id, engine.now - rpc.arrival))
+        if costs.pre:
+            yield costs.pre
+        yield vm.mutex.lock(th)
+        if rpc.destroy:
+            self.kill_qemu(vm)
+        ok = yield from vm.job.begin(th, rpc.id, rpc.api, destroy=rpc.destroy)
+        if not ok:
+            vm.mutex.unlock(th)
+            self._abandon(rpc)
+            self._end_rpc(th, rpc, error=True)
+            return
+        self.watch.job_begun(th, rpc, vm)
+        if costs.locked:
+            yield costs.locked
+        error = False
+        self.complete_rpc(rpc)
+        commands = rpc.commands
+        for i, cmd in enumerate(commands):
+            if i:
+                gap = rpc.gaps[i - 1] if i - 1 < len(rpc.gaps) else costs.between
+                if gap:
+                    yield gap
+            vm.mutex.unlock(th)
+            yield self.send(th, vm, rpc.id, i, cmd, cmd.name, 0)
+            yield vm.mutex.lock(th)
+            if th.failed:
+                error = True
+                if vm.dead:
+                    for rest in commands[i + 1:]:
+                        self._never_sent(rest)
+                    break
+        if commands and not error and costs.between:
+            yield costs.between
+        if costs.sync_wait and not error:
+            timeout = costs.sync_timeout if costs.sync_timeout is not None else self.params.job_timeout
+            eid = yield from vm.cond.wait(th, rpc.id, costs.sync_wait, timeout)
+            error = eid < 0
+        if costs.post:
+            yield costs.post
+        yield from self.policy.before_job_end(th, vm)
+        vm.job.end(th)
+        vm.mutex.unlock(th)
+        self._end_rpc(th, rpc, error)
+
+    def _abandon(self, rpc: Rpc) -> None:
+        self.complete_rpc(rpc)
+        for cmd in rpc.commands:
+            self._never_sent(cmd)
+
+    def _end_rpc(self, th: Thread, rpc: Rpc, error: bool) -> None:
+        del self.rpcs_running[rpc.id]
+        self.emit((self.engine.now, RPC_END, th.tid, rpc.vm, rpc.id, int(error)))
+        th.busy_vm = -1
+
+    def kill_qemu(self, vm: VM) -> None:
+        """Destroy, libvirt's order: kill QEMU first, so every reply wait ends with EOF."""
+        if vm.dead:
+            return
+        vm.dead = True
+        for msg in vm.inbox:
+            if type(msg) is Event:
+                self.drop(msg, DROP_DESTROYED)
+        vm.inbox.clear()
+        for ev in self.policy.discard(vm):
+            self.drop(ev, DROP_DESTROYED)
+        waiter = vm.waiting
+        if waiter is not None:
+            vm.waiting = None
+            vm.reply_unread = False
+            waiter.failed = True
+            waiter.error = EOF_ERROR
+            self.emit((self.engine.now, CMD_REPLY, waiter.tid, vm.index, waiter.owner, 1))
+            waiter.wake()
+        vm.cond.abort(EOF_ERROR)

@@ -1,0 +1,31 @@
+"""``per-vm-thread`` (libvirt ≥ 6.2): each VM's monitor has its own reader thread.
+
+Inline stages run on the VM's thread, so one VM's lock holder stalls only that VM; deferred
+stages still go to the one global worker shared by all VMs.
+"""
+
+from __future__ import annotations
+
+from replay.deferred import DeferredWorker
+from replay.host import VM
+from replay.policy import Policy
+from replay.reader import VmReader
+from replay.workload import Event
+
+
+class PerVmThread(Policy):
+    name = "per-vm-thread"
+    wakeup = "broadcast"
+
+    def start(self) -> None:
+        self.deferred = DeferredWorker(self.host)
+        self.readers = [
+            VmReader(self.host, vm, lambda th, ev: self.deferred.inline_here(th, ev, "vm-thread"))
+            for vm in self.host.vms
+        ]
+
+    def inbox_ready(self, vm: VM) -> None:
+        self.readers[vm.index].inbox_ready()
+
+    def discard(self, vm: VM) -> list[Event]:
+        return self.deferred.discard(vm.index)

@@ -1,0 +1,133 @@
+"""An event queue: FIFO, instrumented (depth and queued bytes), optionally bounded.
+
+Bounds are the policy's business (a pool pauses the monitor's reading when a VM's queue
+is full); the queue itself only counts, so every policy's queues are traced for free.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+from replay.engine import Engine
+from tracer.timeline import Kind, QueueInfo
+
+if TYPE_CHECKING:
+    from replay.workload import Event
+
+QUEUE_DEPTH = int(Kind.QUEUE_DEPTH)
+QUEUE_BYTES = int(Kind.QUEUE_BYTES)
+
+
+class Gauge:
+    """A queue's depth and bytes, traced: for a queue whose items live elsewhere (the
+    two-stage global queue holds one entry per event of the per-VM queues)."""
+
+    __slots__ = ("engine", "qid", "vm", "depth", "bytes", "peak", "history")
+
+    def __init__(self, engine: Engine, qid: int, vm: int) -> None:
+        self.engine = engine
+        self.qid = qid
+        self.vm = vm
+        self.depth = 0
+        self.bytes = 0
+        self.peak = 0
+        self.history = DepthHistory()
+
+    def add(self, size: int) -> None:
+        self.depth += 1
+        self.bytes += size
+        self._changed()
+
+    def sub(self, size: int) -> None:
+        self.depth -= 1
+        self.bytes -= size
+        self._changed()
+
+    def _changed(self) -> None:
+        engine = self.engine
+        now = engine.now
+        depth = self.depth
+        if depth > self.peak:
+            self.peak = depth
+        self.history.note(now, depth)
+        emit = engine.emit
+        emit((now, QUEUE_DEPTH, -1, self.vm, self.qid, depth))
+        emit((now, QUEUE_BYTES, -1, self.vm, self.qid, self.bytes))
+
+
+class EventQueue(Gauge):
+    """A FIFO of events with its depth and bytes traced."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, engine: Engine, qid: int, vm: int) -> None:
+        super().__init__(engine, qid, vm)
+        self.items: deque[Event] = deque()
+
+    def __len__(self) -> int:
+        return self.depth
+
+    def push(self, ev: Event) -> None:
+        self.items.append(ev)
+        self.add(ev.size)
+
+    def pop(self) -> Event:
+        ev = self.items.popleft()
+        self.sub(ev.size)
+        return ev
+
+    def clear(self) -> list[Event]:
+        dropped = list(self.items)
+        self.items.clear()
+        self.depth = 0
+        self.bytes = 0
+        self._changed()
+        return dropped
+
+
+class DepthHistory:
+    """Largest depth per time bucket, in bounded memory (buckets double in width).
+
+    Enough to tell whether a queue's maximum keeps growing over a run (the unbounded-growth
+    finding) without keeping every depth change: windows are exact to one bucket width,
+    at most 1/512 of the run.
+    """
+
+    __slots__ = ("t0", "width", "maxima", "last")
+    BUCKETS = 1024
+
+    def __init__(self) -> None:
+        self.t0: int | None = None
+        self.width = 1_000_000
+        self.maxima: list[int] = []
+        self.last = 0
+
+    def note(self, t: int, depth: int) -> None:
+        if self.t0 is None:
+            self.t0 = t
+        b = (t - self.t0) // self.width
+        maxima = self.maxima
+        while b >= self.BUCKETS:
+            self.maxima = maxima = [max(maxima[i:i + 2]) for i in range(0, len(maxima), 2)]
+            self.width *= 2
+            b = (t - self.t0) // self.width
+        if b >= len(maxima):
+            maxima.extend([self.last] * (b + 1 - len(maxima)))
+        if depth > maxima[b]:
+            maxima[b] = depth
+        self.last = depth
+
+    def window_maxima(self, start: int, end: int, windows: int = 10) -> list[int]:
+        """Largest depth in each of ``windows`` equal windows of [start, end]."""
+        out = [0] * windows
+        if self.t0 is None or end <= start:
+            return out
+        span = end - start
+        for b, depth in enumerate(self.maxima):
+            t = self.t0 + b * self.width
+            w = min(windows - 1, max(0, (t - start) * windows // span))
+            if depth > out[w]:
+                out[w] = depth
+        return out
+

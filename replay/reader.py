@@ -1,0 +1,112 @@
+"""Monitor readers: who reads the QMP stream of each VM.
+
+:class:`MainLoopReader` is the daemon's one main loop: it serves ready input of every VM in
+(arrival ns, VM order) order, one message per iteration, and, when asked, incoming RPCs too
+(libvirt ≤ 6.1). While it runs a handler or waits for a lock it reads nothing.
+:class:`VmReader` is one thread per VM (libvirt ≥ 6.2). Both hand each event they read to
+``on_event``, a generator run on the reader's own thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from heapq import heappop, heappush
+from itertools import count
+from typing import TYPE_CHECKING
+
+from replay.engine import PARK, Thread
+
+if TYPE_CHECKING:
+    from replay.host import VM, Host
+    from replay.workload import Event, Rpc
+
+OnEvent = Callable[[Thread, "Event"], Generator[int | None, None, None]]
+
+
+class MainLoopReader:
+    def __init__(self, host: Host, on_event: OnEvent, *, name: str = "main-loop") -> None:
+        self.host = host
+        self.on_event = on_event
+        self.thread = host.thread(name, "mainloop")
+        self.ready: list[tuple[int, int, int, int, VM | Rpc]] = []
+        self.queued: set[int] = set()
+        self.seq = count()
+        self.idle = False
+        for vm in host.vms:
+            vm.reader = self.thread
+        self.thread.start(self._run())
+
+    def inbox_ready(self, vm: VM) -> None:
+        if vm.index in self.queued or vm.paused or not vm.inbox:
+            return
+        self.queued.add(vm.index)
+        heappush(self.ready, (vm.inbox[0].arrival, vm.index, 0, next(self.seq), vm))
+        self._kick()
+
+    def rpc_arrived(self, rpc: Rpc) -> None:
+        """Serve an RPC request like monitor input (the main loop dispatches RPCs)."""
+        heappush(self.ready, (rpc.arrival, rpc.vm, 1, next(self.seq), rpc))
+        self._kick()
+
+    def _kick(self) -> None:
+        if self.idle:
+            self.idle = False
+            self.thread.wake()
+
+    def _run(self) -> Generator[int | None, None, None]:
+        th = self.thread
+        host = self.host
+        ready = self.ready
+        from replay.host import VM
+
+        while True:
+            if not ready:
+                self.idle = True
+                th.blocked = None
+                th.busy_vm = -1
+                yield PARK
+                continue
+            _, index, _, _, item = heappop(ready)
+            if type(item) is not VM:
+                host.pool.submit(item)  # type: ignore[arg-type]
+                continue
+            vm = item
+            self.queued.discard(index)
+            if vm.paused or not vm.inbox:
+                continue
+            ev = yield from host.read(th, vm)
+            self.inbox_ready(vm)
+            if ev is not None:
+                yield from self.on_event(th, ev)
+
+
+class VmReader:
+    """One thread that reads one VM's monitor and runs what ``on_event`` says."""
+
+    def __init__(self, host: Host, vm: VM, on_event: OnEvent) -> None:
+        self.host = host
+        self.vm = vm
+        self.on_event = on_event
+        self.thread = host.thread(f"vm-{vm.name}"[:15], "vm-thread", vm.index)
+        self.idle = False
+        vm.reader = self.thread
+        self.thread.start(self._run())
+
+    def inbox_ready(self) -> None:
+        if self.idle:
+            self.idle = False
+            self.thread.wake()
+
+    def _run(self) -> Generator[int | None, None, None]:
+        th = self.thread
+        vm = self.vm
+        host = self.host
+        while True:
+            if not vm.inbox or vm.paused:
+                self.idle = True
+                th.blocked = None
+                yield PARK
+                continue
+            ev = yield from host.read(th, vm)
+            if ev is not None:
+                yield from self.on_event(th, ev)

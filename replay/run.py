@@ -1,0 +1,133 @@
+"""One replay: a workload through one policy spec, records streamed to consumers.
+
+Each (session, policy spec) run gets a fresh engine and RNG seeded with ``seed``, so adding
+a policy to a command line never changes another policy's numbers. The run ends when no
+engine event is left, at the latest at the horizon: last record + job timeout + 1 s.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from replay.engine import Engine, Record
+from replay.host import Host, HostParams
+from replay.policy import PolicySpec
+from replay.profile import Profile
+from replay.workload import Rpc, Workload
+from tracer.session import Record as SessionRecord
+from tracer.timeline import Kind, Timeline
+
+RUN_END = int(Kind.RUN_END)
+#: Records handed to consumers at a time.
+CHUNK = 65_536
+
+Consumer = Callable[[Sequence[Record]], None]
+
+
+@dataclass
+class RunOutcome:
+    """What a run leaves besides its records: tables, findings and timings."""
+
+    timeline: Timeline
+    end_ns: int
+    first_ns: int
+    last_ns: int
+    messages: int
+    summary: dict[str, Any]
+    decode_s: float = 0.0
+    simulate_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class TimedRecords:
+    """Session records pulled in batches, the decoding time of each batch measured."""
+
+    def __init__(self, records: Iterator[SessionRecord], batch: int = 2048) -> None:
+        self.records = records
+        self.batch = batch
+        self.seconds = 0.0
+
+    def __iter__(self) -> Iterator[SessionRecord]:
+        records = self.records
+        batch = self.batch
+        clock = time.perf_counter
+        while True:
+            t0 = clock()
+            chunk = [rec for _, rec in zip(range(batch), records, strict=False)]
+            self.seconds += clock() - t0
+            if not chunk:
+                return
+            yield from chunk
+
+
+def run(
+    spec: PolicySpec,
+    vms: list[str],
+    records: Iterator[SessionRecord],
+    profile: Profile,
+    *,
+    seed: int = 0,
+    starvation_k: int = 5,
+    observe: Callable[[Timeline], Sequence[Consumer]] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> RunOutcome:
+    """Replay ``records`` (a session's, header excluded) under ``spec``.
+
+    ``observe(timeline)`` returns the consumers of the run's records (none: records are
+    discarded and the tables are not kept, the engine's fastest mode).
+    """
+    buffer: list[Record] = []
+    timeline = Timeline(spec=spec.label, vms=list(vms)) if observe is not None else None
+    consumers = observe(timeline) if observe is not None and timeline is not None else ()
+    engine = Engine(seed, buffer.append if consumers else None)
+    params = HostParams(
+        workers=spec.common["workers"], max_workers=spec.common["max_workers"],
+        prio_workers=spec.common["prio_workers"], job_timeout=spec.common["job_timeout"],
+        fifo=spec.fifo, max_queued=spec.common["max_queued"], starvation_k=starvation_k,
+    )
+    host = Host(engine, profile, params, vms, timeline)
+    policy = spec.cls(host, **spec.own)
+    host.policy = policy
+    policy.start()
+    timed = TimedRecords(records)
+    workload = Workload(iter(timed), vms, profile, hooks=host.hooks)
+    host.complete_rpc = workload.complete
+    slack = params.job_timeout + 1_000_000_000
+
+    def arrivals() -> Iterator[tuple[int, Callable[[Any], None], Any]]:
+        arrive_rpc, arrive_event = host.arrive_rpc, host.arrive_event
+        for t, item in workload.items():
+            engine.horizon = workload.last_ns + slack
+            yield t, (arrive_rpc if type(item) is Rpc else arrive_event), item
+        engine.horizon = workload.last_ns + slack
+
+    def flush(now: int) -> None:
+        host.sync_threads()
+        if buffer:
+            for consume in consumers:
+                consume(buffer)
+            buffer.clear()
+        if on_progress is not None:
+            on_progress(now)
+
+    t0 = time.perf_counter()
+    engine.horizon = None
+    end = engine.run(arrivals(), progress=flush)
+    host.watch.finish(workload.first_ns or 0, workload.last_ns, dict(zip(
+        host.path_ids, host.path_counts, strict=True)))
+    engine.emit((end, RUN_END, -1, -1, -1, 0))
+    flush(end)
+    simulate = time.perf_counter() - t0 - timed.seconds
+    if timeline is None:
+        timeline = Timeline(spec=spec.label, vms=list(vms))
+        timeline.findings = host.watch.findings
+    timeline.end_ns = end
+    return RunOutcome(
+        timeline=timeline, end_ns=end, first_ns=workload.first_ns or 0,
+        last_ns=workload.last_ns, messages=workload.records_read,
+        summary=host.watch.summary(), decode_s=timed.seconds, simulate_s=simulate,
+    )
+

@@ -1,0 +1,405 @@
+"""The QMP session format: a header line, then one JSON record per wire message.
+
+A session is JSON Lines in UTF-8. The first line is the header; every other line is a
+record. Records keep the exact wire text, so a session can be re-emitted byte for byte
+(except redacted secrets, which are marked). Readers stream: a session is never loaded
+whole, and every problem is reported as ``file:line: what is wrong``.
+
+Header keys: ``format`` (``"qmpreplay-session"``), ``version`` (1), ``source``, ``clock``
+(``monotonic`` or ``synthetic``), ``wall_start`` (ISO 8601 UTC), ``vms`` (names, in the
+order the replay serves them), ``recorder`` (tool and version), ``redacted`` (bool), and
+optionally ``cost_profile`` (a partial cost profile that overrides the user's, per key).
+
+Record keys: ``t_ns`` (int), ``vm``, ``dir`` (``send`` = to QEMU, ``recv`` = from QEMU),
+``kind``, ``wire`` (exact text, CRLF included; ``wire_b64`` instead when the bytes are not
+UTF-8), and where they apply ``name`` (command, event or API name), ``id`` (the QMP id, any
+JSON value), ``conn`` (proxy connection number), ``thread`` (API thread id), ``redacted``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Literal, TypedDict
+
+import orjson
+
+FORMAT = "qmpreplay-session"
+VERSION = 1
+
+SOURCES = ("proxy", "libvirt-log", "iotests", "replies", "capture", "scenario")
+CLOCKS = ("monotonic", "synthetic")
+DIRECTIONS = ("send", "recv")
+KINDS = (
+    "greeting", "command", "reply", "error", "event", "eof", "unparsed",
+    "connect", "disconnect", "api-begin", "api-end",
+)
+#: Kinds a record may have in each direction (``api-*`` are daemon-side: ``send``).
+KINDS_BY_DIR = {
+    "send": frozenset({"command", "unparsed", "connect", "disconnect", "api-begin", "api-end"}),
+    "recv": frozenset({"greeting", "reply", "error", "event", "eof", "unparsed"}),
+}
+#: Most problems ``validate`` lists before it stops.
+MAX_PROBLEMS = 50
+
+Direction = Literal["send", "recv"]
+
+
+class Record(TypedDict, total=False):
+    """One session line after the header (a plain dict: decoding stays cheap)."""
+
+    t_ns: int
+    vm: str
+    dir: Direction
+    kind: str
+    wire: str
+    wire_b64: str
+    name: str
+    id: Any
+    conn: int
+    thread: int
+    redacted: bool
+
+
+@dataclass(slots=True)
+class Header:
+    """The session's first line: what the records are and where they came from."""
+
+    source: str
+    clock: str
+    vms: list[str]
+    wall_start: str = ""
+    recorder: str = ""
+    redacted: bool = True
+    cost_profile: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "format": FORMAT,
+            "version": VERSION,
+            "source": self.source,
+            "clock": self.clock,
+            "wall_start": self.wall_start or utc_now(),
+            "vms": list(self.vms),
+            "recorder": self.recorder or recorder_name(),
+            "redacted": self.redacted,
+        }
+        if self.cost_profile is not None:
+            out["cost_profile"] = self.cost_profile
+        out.update(self.extra)
+        return out
+
+
+class SessionError(Exception):
+    """A problem in a session file, located as ``file:line``."""
+
+    def __init__(self, path: str | os.PathLike[str], line: int, message: str) -> None:
+        self.path = str(path)
+        self.line = line
+        self.message = message
+        super().__init__(f"{self.path}:{line}: {message}")
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def recorder_name() -> str:
+    from tracer import __version__
+
+    return f"qmpreplay {__version__}"
+
+
+def wire_bytes(record: Record) -> bytes:
+    """The exact bytes of a record as they crossed the socket."""
+    if "wire_b64" in record:
+        import base64
+
+        return base64.b64decode(record["wire_b64"])
+    return record.get("wire", "").encode("utf-8")
+
+
+def parse_header(path: str | os.PathLike[str], line: bytes) -> Header:
+    """Decode and check the header line; raise :class:`SessionError` naming line 1."""
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise SessionError(path, 1, f"header is not valid JSON ({exc.args[0]})") from None
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise SessionError(path, 1, f"not a qmpreplay session (first line lacks format {FORMAT!r})")
+    if obj.get("version") != VERSION:
+        raise SessionError(path, 1, f"unsupported session version {obj.get('version')!r}")
+    for key, allowed in (("source", SOURCES), ("clock", CLOCKS)):
+        if obj.get(key) not in allowed:
+            raise SessionError(path, 1, f"header {key} {obj.get(key)!r} is not one of {allowed}")
+    vms = obj.get("vms")
+    if not isinstance(vms, list) or not all(isinstance(v, str) for v in vms) or not vms:
+        raise SessionError(path, 1, "header vms must be a non-empty list of names")
+    if len(set(vms)) != len(vms):
+        raise SessionError(path, 1, "header vms has duplicate names")
+    profile = obj.get("cost_profile")
+    if profile is not None and not isinstance(profile, dict):
+        raise SessionError(path, 1, "header cost_profile must be an object")
+    known = {"format", "version", "source", "clock", "wall_start", "vms", "recorder",
+             "redacted", "cost_profile"}
+    return Header(
+        source=obj["source"],
+        clock=obj["clock"],
+        vms=vms,
+        wall_start=str(obj.get("wall_start", "")),
+        recorder=str(obj.get("recorder", "")),
+        redacted=bool(obj.get("redacted", False)),
+        cost_profile=profile,
+        extra={k: v for k, v in obj.items() if k not in known},
+    )
+
+
+def check_record(obj: Any, vms: frozenset[str]) -> str | None:
+    """Return what is wrong with a decoded record, or None when it is well formed."""
+    if not isinstance(obj, dict):
+        return "record is not a JSON object"
+    t = obj.get("t_ns")
+    if type(t) is not int or t < 0:
+        return f"t_ns must be a non-negative integer, got {t!r}"
+    vm = obj.get("vm")
+    if vm not in vms:
+        return f"vm {vm!r} is not in the header's vms"
+    d = obj.get("dir")
+    if d not in KINDS_BY_DIR:
+        return f"dir must be 'send' or 'recv', got {d!r}"
+    kind = obj.get("kind")
+    if kind not in KINDS:
+        return f"unknown record kind {kind!r}"
+    if kind not in KINDS_BY_DIR[d]:
+        return f"kind {kind!r} cannot have dir {d!r}"
+    if "wire" in obj:
+        if not isinstance(obj["wire"], str):
+            return "wire must be a string"
+    elif "wire_b64" not in obj:
+        return "record has no wire text"
+    if kind in ("command", "event", "api-begin", "api-end") and not isinstance(obj.get("name"), str):
+        return f"a {kind} record needs a string name"
+    return None
+
+
+class SessionReader:
+    """Stream the records of a session file, checking each as it is read.
+
+    ``truncated``: what to do with a last line that has no newline and does not parse
+    (a recorder killed mid-write): ``"error"`` raises, ``"warn"`` prints one warning line
+    on stderr and stops before it. Times must not go backwards within a VM.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        truncated: Literal["error", "warn"] = "warn",
+        check: bool = True,
+    ) -> None:
+        self.path = Path(path)
+        self.truncated = truncated
+        self.check = check
+        try:
+            self._file: IO[bytes] = open(self.path, "rb")  # noqa: SIM115 - closed in close()
+        except FileNotFoundError:
+            raise SessionError(path, 0, "no such file") from None
+        except IsADirectoryError:
+            raise SessionError(path, 0, "is a directory, not a session file") from None
+        except OSError as exc:
+            raise SessionError(path, 0, f"cannot open: {exc.strerror}") from None
+        first = self._file.readline()
+        if not first:
+            self._file.close()
+            raise SessionError(path, 1, "empty file (no header)")
+        self.header = parse_header(path, first)
+        self._vms = frozenset(self.header.vms)
+        #: Line number of the record last yielded.
+        self.line = 1
+
+    def __enter__(self) -> SessionReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._file.close()
+
+    @property
+    def position(self) -> int:
+        """Bytes of the file read so far (for progress bars)."""
+        return 0 if self._file.closed else self._file.tell()
+
+    def __iter__(self) -> Iterator[Record]:
+        loads = orjson.loads
+        check = check_record if self.check else None
+        vms = self._vms
+        last: dict[str, int] = {}
+        lineno = 1
+        for raw in self._file:
+            lineno += 1
+            if not raw.strip():
+                continue
+            try:
+                obj = loads(raw)
+            except orjson.JSONDecodeError as exc:
+                if not raw.endswith(b"\n") and self.truncated == "warn":
+                    print(f"warning: {self.path}:{lineno}: truncated last line ignored",
+                          file=sys.stderr)
+                    return
+                if not raw.endswith(b"\n"):
+                    raise SessionError(self.path, lineno, "truncated last line") from None
+                raise SessionError(self.path, lineno, f"invalid JSON ({exc.args[0]})") from None
+            if check is not None:
+                problem = check(obj, vms)
+                if problem is not None:
+                    raise SessionError(self.path, lineno, problem)
+                vm = obj["vm"]
+                t = obj["t_ns"]
+                if t < last.get(vm, 0):
+                    raise SessionError(
+                        self.path, lineno,
+                        f"time goes backwards for vm {vm!r}: {t} < {last[vm]} "
+                        "(sort the session to replay it anyway)",
+                    )
+                last[vm] = t
+            self.line = lineno
+            yield obj
+
+
+def read_session(path: str | os.PathLike[str], **kw: Any) -> tuple[Header, Iterator[Record]]:
+    """Open a session: its header now, its records as a stream."""
+    reader = SessionReader(path, **kw)
+
+    def records() -> Iterator[Record]:
+        with reader:
+            yield from reader
+
+    return reader.header, records()
+
+
+def validate(path: str | os.PathLike[str], limit: int = MAX_PROBLEMS) -> tuple[int, list[SessionError]]:
+    """Check a whole session and list its problems (up to ``limit``), not just the first.
+
+    Returns the number of valid records and the problems. A truncated last line is an error.
+    """
+    problems: list[SessionError] = []
+    try:
+        reader = SessionReader(path, truncated="error", check=False)
+    except SessionError as exc:
+        return 0, [exc]
+    good = 0
+    last: dict[str, int] = {}
+    with reader:
+        lineno = 1
+        for raw in reader._file:
+            lineno += 1
+            if len(problems) >= limit:
+                break
+            if not raw.strip():
+                continue
+            try:
+                obj = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                msg = "truncated last line" if not raw.endswith(b"\n") else f"invalid JSON ({exc.args[0]})"
+                problems.append(SessionError(path, lineno, msg))
+                continue
+            problem = check_record(obj, reader._vms)
+            if problem is None:
+                vm, t = obj["vm"], obj["t_ns"]
+                if t < last.get(vm, 0):
+                    problem = f"time goes backwards for vm {vm!r}: {t} < {last[vm]}"
+                else:
+                    last[vm] = t
+            if problem is not None:
+                problems.append(SessionError(path, lineno, problem))
+            else:
+                good += 1
+    return good, problems
+
+
+class SessionWriter:
+    """Append records to a session file, flushing each line so a kill loses at most one.
+
+    The header is written on open. ``flush=False`` buffers (for importers and generators,
+    where speed matters more than surviving a kill).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], header: Header, *, flush: bool = True) -> None:
+        self.path = Path(path)
+        self._flush = flush
+        self._file: IO[bytes] = open(self.path, "wb")  # noqa: SIM115 - closed in close()
+        self._vms = set(header.vms)
+        self.count = 0
+        self._file.write(orjson.dumps(header.to_json()) + b"\n")
+        self._file.flush()
+
+    def __enter__(self) -> SessionWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def write(self, record: Record) -> None:
+        """Write one record (its ``vm`` must be in the header)."""
+        if record["vm"] not in self._vms:
+            raise ValueError(f"vm {record['vm']!r} is not in the session header")
+        self._file.write(orjson.dumps(record) + b"\n")
+        self.count += 1
+        if self._flush:
+            self._file.flush()
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.flush()
+            self._file.close()
+
+
+def make_record(
+    t_ns: int,
+    vm: str,
+    direction: Direction,
+    wire: bytes | str,
+    *,
+    conn: int | None = None,
+    redacted_wire: str | None = None,
+) -> Record:
+    """Build a record from wire bytes: classify the message and pick out its name and id.
+
+    ``redacted_wire`` replaces the stored text (the wire itself is never altered).
+    """
+    from tracer.qmp import classify
+
+    text: str | None
+    if isinstance(wire, bytes):
+        try:
+            text = wire.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+    else:
+        text = wire
+    rec: Record = {"t_ns": t_ns, "vm": vm, "dir": direction}
+    kind, name, qid, has_id = classify(text if text is not None else "", direction)
+    rec["kind"] = kind
+    if name is not None:
+        rec["name"] = name
+    if has_id:
+        rec["id"] = qid
+    if conn is not None:
+        rec["conn"] = conn
+    if redacted_wire is not None:
+        rec["wire"] = redacted_wire
+        rec["redacted"] = True
+    elif text is not None:
+        rec["wire"] = text
+    else:
+        import base64
+
+        rec["wire_b64"] = base64.b64encode(wire if isinstance(wire, bytes) else b"").decode()
+    return rec

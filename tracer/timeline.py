@@ -1,0 +1,187 @@
+"""Timeline records: the one stream from the replay engine to its observers.
+
+The engine's primitives (mutex, job, condition, queue, monitor, threads) emit records; the
+Perfetto writer, the metrics collector and the Parquet writer consume the same stream and
+know nothing about policies. A record is six integers::
+
+    (t_ns, kind, thread, vm, ref, value)
+
+``thread`` indexes :attr:`Timeline.threads`, ``vm`` indexes the VM names (-1: none),
+``ref`` is the subject (an event id, an RPC id, a queue id, a finding index; -1: none) and
+``value`` a number whose meaning depends on the kind. Ids index the tables of the
+:class:`Timeline` (events, RPCs, queues, findings), so a record stays a flat row that goes
+to Parquet and pandas as it is.
+
+Kind            thread     vm   ref        value
+--------------  ---------  ---  ---------  ----------------------------------------------
+LOCK_WAIT       waiter     vm   -1         0
+LOCK_ACQUIRE    holder     vm   -1         ns waited (0 when the lock was free)
+LOCK_RELEASE    holder     vm   -1         ns held
+JOB_WAIT        waiter     vm   owner      0              (owner: see below)
+JOB_BEGIN       holder     vm   owner      ns waited
+JOB_END         holder     vm   owner      ns held
+JOB_TIMEOUT     waiter     vm   owner      ns waited (the wait failed)
+HANDLER_BEGIN   handler    vm   event id   stage (0 = first stage, 1 = deferred stage)
+HANDLER_END     handler    vm   event id   stage
+EVENT_DONE      thread/-1  vm   event id   path (index into Timeline.paths): the event is handled
+EVENT_ARRIVE    -1         vm   event id   message bytes
+EVENT_DROPPED   thread/-1  vm   event id   reason (DROP_* below)
+MSG_READ        reader     vm   event id (-1 for a reply)   message bytes
+QUEUE_DEPTH     -1         vm   queue id   depth after the change
+QUEUE_BYTES     -1         vm   queue id   bytes queued after the change
+READ_PAUSED     -1         vm   -1         0
+READ_RESUMED    -1         vm   -1         ns paused
+READER_STALL    reader     vm   -1         ns the reader was blocked (emitted at its end)
+RPC_ARRIVE      -1         vm   rpc id     0
+RPC_START       worker     vm   rpc id     ns queued
+RPC_END         worker     vm   rpc id     0 ok, 1 error
+CMD_SEND        thread     vm   owner      command index within its owner
+CMD_REPLY       thread     vm   owner      1 if the reply is an error (also EOF), else 0
+SYNC_WAIT       thread     vm   rpc id     timeout ns
+SYNC_WAKE       thread     vm   rpc id     event id, or -1 when it timed out
+FINDING         -1         -1   finding    0
+
+An *owner* (of a job, of a monitor command) is an RPC id ``r >= 0`` or an event handler
+``-(event id) - 1``; :func:`owner_is_event` and :func:`owner_event` decode it.
+``EVENT_DONE`` marks an event as handled: when its last stage ended, or for a conditional
+event when the API waiting for it was woken (then no HANDLER_END follows a second stage).
+At the end of a run every open slice is closed by ``RUN_END`` (t = end of run).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, Protocol
+
+
+class Kind(IntEnum):
+    """Timeline record kinds (stable numbers: they are stored in Parquet)."""
+
+    LOCK_WAIT = 1
+    LOCK_ACQUIRE = 2
+    LOCK_RELEASE = 3
+    JOB_WAIT = 4
+    JOB_BEGIN = 5
+    JOB_END = 6
+    JOB_TIMEOUT = 7
+    HANDLER_BEGIN = 8
+    HANDLER_END = 9
+    EVENT_ARRIVE = 10
+    EVENT_DROPPED = 11
+    MSG_READ = 12
+    QUEUE_DEPTH = 13
+    QUEUE_BYTES = 14
+    READ_PAUSED = 15
+    READ_RESUMED = 16
+    READER_STALL = 17
+    RPC_ARRIVE = 18
+    RPC_START = 19
+    RPC_END = 20
+    CMD_SEND = 21
+    CMD_REPLY = 22
+    SYNC_WAIT = 23
+    SYNC_WAKE = 24
+    FINDING = 25
+    RUN_END = 26
+    EVENT_DONE = 27
+
+
+#: EVENT_DROPPED reasons.
+DROP_JOB_TIMEOUT = 1   # its handler gave up waiting for the job
+DROP_DESTROYED = 2     # its VM was destroyed while it was queued
+DROP_NOT_SENT = 3      # caused by a command that the replay never sent
+
+#: Thread roles, as named in traces and reports.
+ROLES = ("mainloop", "vm-thread", "rpc-worker", "prio-worker", "event-worker", "global-worker")
+
+#: Event classes (from the cost profile).
+CLASSES = ("inline", "deferred", "conditional", "inline+deferred")
+
+
+def owner_is_event(owner: int) -> bool:
+    return owner < 0
+
+
+def owner_event(owner: int) -> int:
+    """The event id of an event-handler owner."""
+    return -owner - 1
+
+
+@dataclass(slots=True)
+class ThreadInfo:
+    name: str
+    role: str
+    vm: int = -1
+
+
+@dataclass(slots=True)
+class EventInfo:
+    """One event of the workload: on which VM, what, which class, when it arrived."""
+
+    vm: int
+    name: str
+    cls: str
+    arrival_ns: int
+    size: int
+
+
+@dataclass(slots=True)
+class RpcInfo:
+    vm: int
+    api: str
+    arrival_ns: int
+    priority: bool
+    commands: list[str]
+
+
+@dataclass(slots=True)
+class QueueInfo:
+    """An event queue: ``vm`` -1 for a global queue."""
+
+    name: str
+    vm: int
+
+
+@dataclass(slots=True)
+class Finding:
+    kind: str
+    time_ns: int
+    vms: list[str]
+    threads: list[str]
+    detail: str
+    #: For deadlocks: "closed" when the wait-for cycle closed, "broken" when a timeout cut it.
+    phase: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind, "time_ns": self.time_ns, "vms": self.vms,
+                               "threads": self.threads, "detail": self.detail}
+        if self.phase is not None:
+            out["phase"] = self.phase
+        return out
+
+
+class Sink(Protocol):
+    """Where records go. ``emit`` is on the hot path: keep it a bound ``list.append``."""
+
+    def emit(self, record: tuple[int, int, int, int, int, int]) -> None: ...
+
+
+@dataclass
+class Timeline:
+    """A run's records plus the tables their ids point into.
+
+    ``records`` is filled by the engine when the run keeps its timeline; consumers that
+    stream (the trace writer) may instead be handed records in chunks.
+    """
+
+    spec: str
+    vms: list[str]
+    threads: list[ThreadInfo] = field(default_factory=list)
+    events: list[EventInfo] = field(default_factory=list)
+    rpcs: list[RpcInfo] = field(default_factory=list)
+    queues: list[QueueInfo] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    records: list[tuple[int, int, int, int, int, int]] = field(default_factory=list)
+    end_ns: int = 0
