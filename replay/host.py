@@ -357,18 +357,17 @@ class Host:
             if cost:
                 yield cost
             vm.mutex.unlock(th)
-            self.emit((engine.now, HANDLER_END, th.tid, ev.vm, ev.id, 0))
             self.done(ev, path)
+            self.emit((engine.now, HANDLER_END, th.tid, ev.vm, ev.id, 0))
             return True
         cost = self.profile.handler_cost(ev.name, deferred=False)
         if cost:
             yield cost
         vm.mutex.unlock(th)
-        self.emit((engine.now, HANDLER_END, th.tid, ev.vm, ev.id, 0))
         if ev.cls == INLINE:
             self.done(ev, path)
-            return True
-        return False
+        self.emit((engine.now, HANDLER_END, th.tid, ev.vm, ev.id, 0))
+        return ev.cls == INLINE
 
     def _deferred_stage(self, th: Thread, ev: Event, path: str, stage: int) -> Body:
         engine = self.engine
@@ -381,14 +380,14 @@ class Host:
         ok = yield from vm.job.begin(th, owner, "event:" + ev.name)
         if not ok:
             vm.mutex.unlock(th)
-            self.emit((engine.now, HANDLER_END, th.tid, ev.vm, ev.id, stage))
             self.drop(ev, DROP_JOB_TIMEOUT, th)
+            self.emit((engine.now, HANDLER_END, th.tid, ev.vm, ev.id, stage))
             return
         yield from self._deferred_work(th, vm, ev, owner)
         vm.job.end(th)
         vm.mutex.unlock(th)
-        self.emit((engine.now, HANDLER_END, th.tid, ev.vm, ev.id, stage))
         self.done(ev, path)
+        self.emit((engine.now, HANDLER_END, th.tid, ev.vm, ev.id, stage))
 
     def _deferred_work(self, th: Thread, vm: VM, ev: Event, owner: int) -> Body:
         """The deferred handler's work, job and mutex held: CPU, then the QMP it sends."""
@@ -420,8 +419,8 @@ class Host:
                     yield cost
             if ev.cls != INLINE:
                 yield from self._deferred_work(th, vm, ev, th.owner)
-        self.emit((engine.now, HANDLER_END, th.tid, ev.vm, ev.id, 0))
         self.done(ev, path)
+        self.emit((engine.now, HANDLER_END, th.tid, ev.vm, ev.id, 0))
 
     def done(self, ev: Event, path: str) -> None:
         ev.done = True

@@ -33,7 +33,8 @@ SELECT p.name AS policy, s.name, s.ts, s.dur, s.category,
        EXTRACT_ARG(s.arg_set_id, 'debug.rpc') AS rpc,
        EXTRACT_ARG(s.arg_set_id, 'debug.error') AS error,
        EXTRACT_ARG(s.arg_set_id, 'debug.unfinished') AS unfinished,
-       EXTRACT_ARG(s.arg_set_id, 'debug.dropped') AS dropped
+       EXTRACT_ARG(s.arg_set_id, 'debug.dropped') AS dropped,
+       EXTRACT_ARG(s.arg_set_id, 'debug.handled') AS handled
 FROM slice s JOIN thread_track tt ON s.track_id = tt.id
 JOIN thread USING (utid) JOIN process p USING (upid)"""
 
@@ -111,11 +112,9 @@ def test_processes_are_the_specs_in_order(loaded: dict[str, Any]) -> None:
 def test_handled_events_and_completed_rpcs(loaded: dict[str, Any]) -> None:
     for tl in fx.timelines():
         rows = [r for r in loaded["thread_slices"] if r["policy"] == tl.spec]
-        ended = {r[4] for r in _records(tl, Kind.HANDLER_END)}
-        dropped = {r[4] for r in _records(tl, Kind.EVENT_DROPPED)}
-        handled = {r["event"] for r in rows if r["name"].startswith("handle:")
-                   and r["unfinished"] is None and r["dropped"] is None}
-        assert handled == ended - dropped
+        done = {r[4] for r in _records(tl, Kind.EVENT_DONE)}
+        handled = {r["event"] for r in rows if r["name"].startswith("handle:") and r["handled"]}
+        assert handled == done
         completed = [r for r in rows if r["category"] == "rpc" and r["error"] is not None]
         assert len(completed) == len(_records(tl, Kind.RPC_END))
         unfinished = [r["rpc"] for r in rows if r["category"] == "rpc" and r["unfinished"]]

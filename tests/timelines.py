@@ -24,7 +24,7 @@ from tracer.timeline import (
 Record = tuple[int, int, int, int, int, int]
 
 VMS = ["vm-a", "vm-b"]
-PATHS = ["inline", "worker"]
+PATHS = ["event-worker", "mainloop", "global-worker"]
 POOL_SPEC = "pool:event_workers=4,max_queue=64"
 MAINLOOP_SPEC = "mainloop"
 
@@ -109,6 +109,7 @@ def pool_timeline() -> Timeline:
         (1_200, Kind.HANDLER_BEGIN, ew0, a, E_STOP, 0),
         (1_210, Kind.LOCK_ACQUIRE, ew0, a, -1, 0),
         (1_240, Kind.LOCK_RELEASE, ew0, a, -1, 30),
+        (1_240, Kind.EVENT_DONE, -1, a, E_STOP, 0),
         (1_240, Kind.HANDLER_END, ew0, a, E_STOP, 0),
         (1_500, Kind.MSG_READ, main, a, -R_SUSPEND - 1, 40),
         (1_500, Kind.CMD_REPLY, rw0, a, R_SUSPEND, 0),
@@ -131,6 +132,7 @@ def pool_timeline() -> Timeline:
         (2_900, Kind.LOCK_ACQUIRE, ew0, a, -1, 0),
         (3_000, Kind.JOB_END, ew0, a, _owner(E_NIC), 670),
         (3_010, Kind.LOCK_RELEASE, ew0, a, -1, 110),
+        (3_010, Kind.EVENT_DONE, -1, a, E_NIC, 0),
         (3_010, Kind.HANDLER_END, ew0, a, E_NIC, 1),
         # RESET: inline stage, then deferred stage on the same worker.
         (3_000, Kind.QUEUE_DEPTH, -1, b, Q_B, 1),
@@ -146,6 +148,7 @@ def pool_timeline() -> Timeline:
         (3_090, Kind.JOB_BEGIN, ew0, b, _owner(E_RESET), 0),
         (3_200, Kind.JOB_END, ew0, b, _owner(E_RESET), 110),
         (3_210, Kind.LOCK_RELEASE, ew0, b, -1, 130),
+        (3_210, Kind.EVENT_DONE, -1, b, E_RESET, 0),
         (3_210, Kind.HANDLER_END, ew0, b, E_RESET, 1),
         # virDomainDetachDevice on vm-b: device_del, then a sync wait for DEVICE_DELETED.
         (4_100, Kind.RPC_START, rw1, b, R_DETACH, 100),
@@ -169,6 +172,7 @@ def pool_timeline() -> Timeline:
         (9_610, Kind.LOCK_ACQUIRE, ew0, b, -1, 0),
         (9_620, Kind.SYNC_WAKE, rw1, b, R_DETACH, E_DEVDEL),
         (9_620, Kind.LOCK_RELEASE, ew0, b, -1, 10),
+        (9_620, Kind.EVENT_DONE, -1, b, E_DEVDEL, 0),
         (9_620, Kind.HANDLER_END, ew0, b, E_DEVDEL, 0),
         (9_630, Kind.LOCK_ACQUIRE, rw1, b, -1, 0),
         (9_700, Kind.READ_RESUMED, -1, b, -1, 200),
@@ -184,6 +188,7 @@ def pool_timeline() -> Timeline:
         (9_780, Kind.JOB_BEGIN, ew0, b, _owner(E_VSERPORT), 0),
         (9_800, Kind.JOB_END, ew0, b, _owner(E_VSERPORT), 20),
         (9_810, Kind.LOCK_RELEASE, ew0, b, -1, 50),
+        (9_810, Kind.EVENT_DONE, -1, b, E_VSERPORT, 0),
         (9_810, Kind.HANDLER_END, ew0, b, E_VSERPORT, 1),
         # query-status on vm-a: QEMU never answers; still waiting at the end.
         (30_100, Kind.RPC_START, rw0, a, R_STATUS, 100),
@@ -220,6 +225,7 @@ def mainloop_timeline() -> Timeline:
         (1_000, Kind.HANDLER_BEGIN, main, a, E_STOP, 0),
         (1_010, Kind.LOCK_ACQUIRE, main, a, -1, 0),
         (1_040, Kind.LOCK_RELEASE, main, a, -1, 30),
+        (1_040, Kind.EVENT_DONE, -1, a, E_STOP, 1),
         (1_040, Kind.HANDLER_END, main, a, E_STOP, 0),
         (1_450, Kind.CMD_REPLY, rw0, a, R_SUSPEND, 0),
         (1_450, Kind.LOCK_ACQUIRE, rw0, a, -1, 0),
@@ -240,6 +246,7 @@ def mainloop_timeline() -> Timeline:
         (2_800, Kind.LOCK_ACQUIRE, gw, a, -1, 0),
         (2_850, Kind.JOB_END, gw, a, _owner(E_NIC), 620),
         (2_860, Kind.LOCK_RELEASE, gw, a, -1, 60),
+        (2_860, Kind.EVENT_DONE, -1, a, E_NIC, 2),
         (2_860, Kind.HANDLER_END, gw, a, E_NIC, 1),
         # RESET inline stage on the main loop, deferred stage on the global worker.
         (3_000, Kind.HANDLER_BEGIN, main, b, E_RESET, 0),
@@ -255,6 +262,7 @@ def mainloop_timeline() -> Timeline:
         (3_070, Kind.JOB_BEGIN, gw, b, _owner(E_RESET), 0),
         (3_170, Kind.JOB_END, gw, b, _owner(E_RESET), 100),
         (3_180, Kind.LOCK_RELEASE, gw, b, -1, 120),
+        (3_180, Kind.EVENT_DONE, -1, b, E_RESET, 2),
         (3_180, Kind.HANDLER_END, gw, b, E_RESET, 1),
         # Detach: the job is free, so the sync wait is woken by DEVICE_DELETED in time.
         (4_050, Kind.RPC_START, rw1, b, R_DETACH, 50),
@@ -270,6 +278,7 @@ def mainloop_timeline() -> Timeline:
         (9_010, Kind.LOCK_ACQUIRE, main, b, -1, 0),
         (9_020, Kind.SYNC_WAKE, rw1, b, R_DETACH, E_DEVDEL),
         (9_020, Kind.LOCK_RELEASE, main, b, -1, 10),
+        (9_020, Kind.EVENT_DONE, -1, b, E_DEVDEL, 1),
         (9_020, Kind.HANDLER_END, main, b, E_DEVDEL, 0),
         # The detach re-takes the mutex, then waits for the job the VSERPORT handler took.
         (9_500, Kind.QUEUE_DEPTH, -1, -1, Q_GLOBAL, 1),

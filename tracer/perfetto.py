@@ -210,6 +210,8 @@ class PolicyTrace:
         self._open_rpc_flows: set[int] = set()
         #: Events dropped by the handler that still runs (its slice ends marked dropped).
         self._dropped_in_handler: set[int] = set()
+        #: Events whose EVENT_DONE came just before their last HANDLER_END: event id → path.
+        self._done_path: dict[int, int] = {}
         self._describe_process()
         self._findings_track = self._instant_track(-1, "findings", 1 << 30)
         self._describe_new_rows()
@@ -475,11 +477,17 @@ class PolicyTrace:
                     args, flows)
 
     def _handler_end(self, ts: int, thread: int, vm: int, ref: int, value: int) -> None:
-        args = self._arg_str("path", self._tl.paths[value])
+        args = b""
+        path = self._done_path.pop(ref, None)
+        if path is not None:
+            args = self._arg_str("path", self._tl.paths[path]) + self._arg_bool("handled", True)
         if ref in self._dropped_in_handler:
             self._dropped_in_handler.discard(ref)
             args += self._arg_bool("dropped", True)
         self._end(ts, self._threads[thread], ("handler", ref), args)
+
+    def _event_done(self, ts: int, thread: int, vm: int, ref: int, value: int) -> None:
+        self._done_path[ref] = value
 
     def _event_arrive(self, ts: int, thread: int, vm: int, ref: int, value: int) -> None:
         self._open_event_flows.add(ref)
@@ -494,7 +502,7 @@ class PolicyTrace:
             self._dropped_in_handler.add(ref)
 
     def _ignore(self, ts: int, thread: int, vm: int, ref: int, value: int) -> None:
-        """Records shown through other kinds (message reads, reader stalls)."""
+        """Records shown through other kinds (message reads)."""
 
     def _queue_depth(self, ts: int, thread: int, vm: int, ref: int, value: int) -> None:
         self._packet(ts, self._queue_tracks[ref][0] + _uvarint(value), False)
@@ -571,7 +579,7 @@ class PolicyTrace:
         Kind.QUEUE_BYTES: _queue_bytes,
         Kind.READ_PAUSED: _read_paused,
         Kind.READ_RESUMED: _read_resumed,
-        Kind.READER_STALL: _ignore,
+        Kind.EVENT_DONE: _event_done,
         Kind.RPC_ARRIVE: _rpc_arrive,
         Kind.RPC_START: _rpc_start,
         Kind.RPC_END: _rpc_end,

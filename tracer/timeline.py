@@ -31,7 +31,6 @@ QUEUE_DEPTH     -1         vm   queue id   depth after the change
 QUEUE_BYTES     -1         vm   queue id   bytes queued after the change
 READ_PAUSED     -1         vm   -1         0
 READ_RESUMED    -1         vm   -1         ns paused
-READER_STALL    reader     vm   -1         ns the reader was blocked (emitted at its end)
 RPC_ARRIVE      -1         vm   rpc id     0
 RPC_START       worker     vm   rpc id     ns queued
 RPC_END         worker     vm   rpc id     0 ok, 1 error
@@ -43,8 +42,9 @@ FINDING         -1         -1   finding    0
 
 An *owner* (of a job, of a monitor command) is an RPC id ``r >= 0`` or an event handler
 ``-(event id) - 1``; :func:`owner_is_event` and :func:`owner_event` decode it.
-``EVENT_DONE`` marks an event as handled: when its last stage ended, or for a conditional
-event when the API waiting for it was woken (then no HANDLER_END follows a second stage).
+``EVENT_DONE`` marks an event as handled: when its last stage ends (just before that
+stage's HANDLER_END, same ns), or for a conditional event when the API waiting for it was
+woken. ``EVENT_DROPPED`` by a handler likewise comes just before its HANDLER_END.
 At the end of a run every open slice is closed by ``RUN_END`` (t = end of run).
 """
 
@@ -74,7 +74,6 @@ class Kind(IntEnum):
     QUEUE_BYTES = 14
     READ_PAUSED = 15
     READ_RESUMED = 16
-    READER_STALL = 17
     RPC_ARRIVE = 18
     RPC_START = 19
     RPC_END = 20
