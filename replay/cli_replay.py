@@ -183,12 +183,17 @@ def _table(results: dict[str, Any]) -> Table:
     return table
 
 
+SHORT = {"deadlock": "deadlock", "starvation": "starved", "ordering-violation": "order",
+         "unbounded-growth": "growth", "rare-path": "rare", "qemu-no-reply": "no-reply"}
+
+
 def _findings_text(p: dict[str, Any]) -> str:
+    """Findings counted by kind (a deadlock counts once, not again when it is broken)."""
     counts: dict[str, int] = {}
     for f in p["findings"]:
         if f.get("phase") != "broken":
             counts[f["kind"]] = counts.get(f["kind"], 0) + 1
-    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
+    return " ".join(f"{SHORT[k]}:{v}" for k, v in sorted(counts.items())) or "none"
 
 
 def register(app: typer.Typer) -> None:

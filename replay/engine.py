@@ -66,39 +66,43 @@ class Engine:
         """
         heap = self._heap
         settle = self._settle
+        never = 1 << 62
         nxt = next(arrivals, None)
+        t_next = nxt[0] if nxt is not None else never
         steps = 0
         while True:
-            t = heap[0][0] if heap else None
-            if nxt is not None and (t is None or nxt[0] < t):
-                t = nxt[0]
-                if settle and t > self.now:
-                    self._run_settle()
-                    continue
-                if self.horizon is not None and t > self.horizon:
-                    self.now = self.horizon
-                    break
-                self.now = t
-                nxt[1](nxt[2])
-                nxt = next(arrivals, None)
+            if heap and heap[0][0] < t_next:
+                t = heap[0][0]
+                if t > self.now:
+                    if settle:
+                        self._run_settle()
+                        continue
+                    if self.horizon is not None and t > self.horizon:
+                        self.now = self.horizon
+                        break
+                    self.now = t
+                _, _, fn, arg = heappop(heap)
+                fn(arg)
+                steps += 1
+                if progress is not None and not steps & 0xFFFF:
+                    progress(t)
                 continue
-            if t is None:
+            if nxt is None:
                 if settle:
                     self._run_settle()
                     continue
                 break
-            if settle and t > self.now:
-                self._run_settle()
-                continue
-            if self.horizon is not None and t > self.horizon:
-                self.now = self.horizon
-                break
-            _, _, fn, arg = heappop(heap)
-            self.now = t
-            fn(arg)
-            steps += 1
-            if progress is not None and not steps & 0xFFFF:
-                progress(t)
+            if t_next > self.now:
+                if settle:
+                    self._run_settle()
+                    continue
+                if self.horizon is not None and t_next > self.horizon:
+                    self.now = self.horizon
+                    break
+                self.now = t_next
+            nxt[1](nxt[2])
+            nxt = next(arrivals, None)
+            t_next = nxt[0] if nxt is not None else never
         return self.now
 
     def _run_settle(self) -> None:

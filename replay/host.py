@@ -482,14 +482,17 @@ class Host:
                     for rest in commands[i + 1:]:
                         self._never_sent(rest)
                     break
-        if commands and not error and costs.between:
-            yield costs.between
+        # between (after the last reply) and post run back to back under the mutex: one step
+        tail = costs.post + (costs.between if commands and not error else 0)
         if costs.sync_wait and not error:
+            if tail != costs.post:
+                yield tail - costs.post
+            tail = costs.post
             timeout = costs.sync_timeout if costs.sync_timeout is not None else self.params.job_timeout
             eid = yield from vm.cond.wait(th, rpc.id, costs.sync_wait, timeout)
             error = eid < 0
-        if costs.post:
-            yield costs.post
+        if tail:
+            yield tail
         yield from self.policy.before_job_end(th, vm)
         vm.job.end(th)
         vm.mutex.unlock(th)

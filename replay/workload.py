@@ -134,6 +134,7 @@ class Workload:
     _apis: dict[tuple[str, int], Rpc] = field(default_factory=dict)
     _vm_index: dict[str, int] = field(init=False)
     _exhausted: bool = False
+    _classes: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._attributor = Attributor(window_ns=self.lookahead)
@@ -182,8 +183,7 @@ class Workload:
         cause = self._attributor.feed(index, rec)
         if kind == "event" or kind == "eof":
             name = rec["name"] if kind == "event" else "MONITOR_EOF"
-            ev = Event(vm, name, CLASS_CODES[self.profile.event_class(name)], t,
-                       len(wire_bytes(rec)))
+            ev = Event(vm, name, self._class_code(name), t, _size(rec))
             cmd = self._commands.get(cause) if cause is not None else None
             if cmd is None:
                 self._push(t, ev)
@@ -205,6 +205,12 @@ class Workload:
         order = self._command_order
         while order and order[0][0] < t - self.lookahead:
             del self._commands[order.popleft()[1]]
+
+    def _class_code(self, name: str) -> int:
+        code = self._classes.get(name)
+        if code is None:
+            code = self._classes[name] = CLASS_CODES[self.profile.event_class(name)]
+        return code
 
     def _command(self, rec: Record, index: int, vm: int, t: int) -> None:
         name = rec["name"]
@@ -239,7 +245,7 @@ class Workload:
             del self._awaiting[key]
         cmd.service = t - cmd.t_send
         cmd.error = error
-        cmd.reply_size = len(wire_bytes(rec))
+        cmd.reply_size = _size(rec)
         if cmd.rpc is not None:
             cmd.rpc.t_last_reply = t
         if cmd.sent_at >= 0 and self.hooks is not None:
@@ -261,6 +267,14 @@ class Workload:
         for rpc in self._apis.values():
             rpc.complete = True
         self._apis.clear()
+
+
+def _size(rec: Record) -> int:
+    """Bytes of a record's wire text (QMP output is ASCII: no encoding needed then)."""
+    wire = rec.get("wire")
+    if wire is None:
+        return len(wire_bytes(rec))
+    return len(wire) if wire.isascii() else len(wire.encode())
 
 
 def _id_key(rec: Record) -> str:

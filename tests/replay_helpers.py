@@ -1,0 +1,187 @@
+"""Shared pieces of the replay tests: tiny hand-built sessions, replays that keep their
+records, a bare host for primitive tests, and the queueing formulas the model is checked
+against (FCFS c-server recursion, Erlang C, batch means)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from heapq import heapreplace
+from statistics import fmean, stdev
+from typing import Any
+
+from replay.engine import Engine, Record, Thread
+from replay.host import Host, HostParams
+from replay.policy import Policy, parse_spec
+from replay.profile import Profile, load_profile
+from replay.run import RunOutcome, run
+from replay.scenarios import Recorder
+from tracer.session import Record as SessionRecord
+from tracer.session import wire_bytes
+from tracer.timeline import Kind, Timeline
+
+US = 1_000
+MS = 1_000_000
+S = 1_000_000_000
+
+# The default cost profile as DESIGN §4 documents it, in ns (the tests derive every
+# expected time from these numbers, not from the shipped TOML).
+READ = 10 * US
+INLINE = 30 * US
+DEFERRED = 100 * US
+WAKE = 10 * US
+PRE = 50 * US
+LOCKED = 20 * US
+BETWEEN = 20 * US
+POST = 50 * US
+
+
+def read_ns(rec: SessionRecord) -> int:
+    """Reading a message costs 10 µs + 0.001 µs (1 ns) per byte of its wire text."""
+    return READ + len(wire_bytes(rec))
+
+
+class Session:
+    """A tiny session built record by record (times in ns); records come out in time order."""
+
+    def __init__(self, vms: list[str]) -> None:
+        self.vms = vms
+        self.recorder = Recorder(vms)
+
+    def command(self, vm: int, t: int, name: str, reply_ns: int | None,
+                events: tuple[tuple[int, str, dict[str, Any]], ...] = (),
+                thread: int | None = None) -> None:
+        self.recorder.command(vm, t, name, reply_ns=reply_ns, events=events, thread=thread)
+
+    def event(self, vm: int, t: int, name: str) -> None:
+        self.recorder.event(vm, t, name)
+
+    def api(self, vm: int, t: int, name: str, thread: int, end: int) -> None:
+        self.recorder.api(vm, t, name, thread, end)
+
+    def records(self) -> list[SessionRecord]:
+        return list(self.recorder.upto(None))
+
+
+@dataclass
+class Replayed:
+    """A run's records and tables, with the look-ups the tests need."""
+
+    records: list[Record]
+    timeline: Timeline
+    outcome: RunOutcome
+    session: list[SessionRecord] = field(default_factory=list)
+
+    def of(self, kind: Kind, *, ref: int | None = None, vm: int | None = None,
+           thread: int | None = None) -> list[Record]:
+        return [r for r in self.records if r[1] == kind and (ref is None or r[4] == ref)
+                and (vm is None or r[3] == vm) and (thread is None or r[2] == thread)]
+
+    def times(self, kind: Kind, **match: int) -> list[int]:
+        return [r[0] for r in self.of(kind, **match)]
+
+    def one(self, kind: Kind, **match: int) -> Record:
+        found = self.of(kind, **match)
+        assert len(found) == 1, (kind, match, found)
+        return found[0]
+
+    def thread_named(self, name: str) -> int:
+        return [t.name for t in self.timeline.threads].index(name)
+
+    def event_id(self, name: str, vm: int = 0, nth: int = 0) -> int:
+        ids = [i for i, e in enumerate(self.timeline.events) if e.name == name and e.vm == vm]
+        return ids[nth]
+
+    def rpc_id(self, api: str, vm: int = 0, nth: int = 0) -> int:
+        ids = [i for i, r in enumerate(self.timeline.rpcs) if r.api == api and r.vm == vm]
+        return ids[nth]
+
+
+def replay(spec: str, vms: list[str], session: Iterable[SessionRecord], *,
+           profile: Profile | None = None, seed: int = 0) -> Replayed:
+    """Replay ``session`` under ``spec`` and keep every timeline record."""
+    kept: list[Record] = []
+    recs = list(session)
+    outcome = run(parse_spec(spec), vms, iter(recs), profile or load_profile("default"),
+                  seed=seed, observe=lambda timeline: [kept.extend])
+    return Replayed(kept, outcome.timeline, outcome, recs)
+
+
+class _Idle(Policy):
+    """A policy that wires nothing: the primitives are driven by the test itself."""
+
+    def inbox_ready(self, vm: Any) -> None:
+        """No reader: the primitive tests deliver nothing on monitors."""
+
+
+@dataclass
+class Rig:
+    """A bare host (VMs with mutex, job and condition) whose records are kept."""
+
+    engine: Engine
+    host: Host
+    records: list[Record]
+
+    def thread(self, name: str) -> Thread:
+        return Thread(self.engine, name, "rpc-worker")
+
+    def of(self, kind: Kind) -> list[Record]:
+        return [r for r in self.records if r[1] == kind]
+
+    def run(self) -> int:
+        return self.engine.run(iter(()))
+
+
+def rig(*, seed: int = 0, vms: int = 1, **params: Any) -> Rig:
+    """A host with ``vms`` VMs and no RPC workers unless ``params`` ask for them."""
+    records: list[Record] = []
+    engine = Engine(seed, records.append)
+    defaults: dict[str, Any] = {"workers": 0, "prio_workers": 0}
+    host = Host(engine, load_profile("default"), HostParams(**{**defaults, **params}),
+                [f"vm{i}" for i in range(vms)], None)
+    host.policy = _Idle(host)
+    return Rig(engine, host, records)
+
+
+# -- queueing theory ----------------------------------------------------------------------
+
+def fcfs_waits(arrivals: Iterable[int], services: Iterable[int], c: int) -> Iterator[int]:
+    """Queue waits of a FCFS queue with ``c`` servers (customers in arrival order).
+
+    Each customer takes the server that frees first: wait = max(0, free - arrival), and
+    that server is then busy until arrival + wait + service.
+    """
+    free = [0] * c  # a heap of the times the servers become free
+    for a, s in zip(arrivals, services, strict=True):
+        start = max(a, free[0])
+        heapreplace(free, start + s)
+        yield start - a
+
+
+def erlang_c_wait(lam: float, mu: float, c: int) -> float:
+    """Mean queue wait of M/M/c (Erlang C probability of waiting / (cμ - λ))."""
+    a = lam / mu
+    rho = a / c
+    term = 1.0
+    total = 1.0
+    for k in range(1, c):
+        term *= a / k
+        total += term
+    last = term * a / c / (1 - rho)  # a^c / c! / (1 - ρ)
+    return last / (total + last) / (c * mu - lam)
+
+
+#: Student t quantiles for a two-sided 99 % interval, by degrees of freedom (batches - 1).
+T_995 = {19: 2.860935, 29: 2.756386}
+
+
+def batch_means(samples: list[float], batches: int = 20, warmup: float = 0.05
+                ) -> tuple[float, float]:
+    """Mean and 99 % half-width by batch means: drop the first ``warmup`` share, cut the
+    rest into ``batches`` equal consecutive batches, t-interval over their means."""
+    start = int(len(samples) * warmup)
+    size = (len(samples) - start) // batches
+    means = [fmean(samples[start + i * size:start + (i + 1) * size]) for i in range(batches)]
+    mean = fmean(means)
+    return mean, T_995[batches - 1] * stdev(means) / math.sqrt(batches)
