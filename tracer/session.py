@@ -43,6 +43,9 @@ KINDS_BY_DIR = {
     "send": frozenset({"command", "unparsed", "connect", "disconnect", "api-begin", "api-end"}),
     "recv": frozenset({"greeting", "reply", "error", "event", "eof", "unparsed"}),
 }
+#: Well-formed (dir, kind) pairs, and the kinds that need a name (the reader's fast path).
+VALID = frozenset((d, k) for d, kinds in KINDS_BY_DIR.items() for k in kinds)
+NAMED = frozenset({"command", "event", "api-begin", "api-end"})
 #: Most problems ``validate`` lists before it stops.
 MAX_PROBLEMS = 50
 
@@ -182,7 +185,7 @@ def check_record(obj: Any, vms: frozenset[str]) -> str | None:
             return "wire must be a string"
     elif "wire_b64" not in obj:
         return "record has no wire text"
-    if kind in ("command", "event", "api-begin", "api-end") and not isinstance(obj.get("name"), str):
+    if kind in NAMED and not isinstance(obj.get("name"), str):
         return f"a {kind} record needs a string name"
     return None
 
@@ -238,9 +241,9 @@ class SessionReader:
 
     def __iter__(self) -> Iterator[Record]:
         loads = orjson.loads
-        check = check_record if self.check else None
+        check = self.check
         vms = self._vms
-        last: dict[str, int] = {}
+        last = dict.fromkeys(vms, 0)
         lineno = 1
         for raw in self._file:
             lineno += 1
@@ -256,18 +259,22 @@ class SessionReader:
                 if not raw.endswith(b"\n"):
                     raise SessionError(self.path, lineno, "truncated last line") from None
                 raise SessionError(self.path, lineno, f"invalid JSON ({exc.args[0]})") from None
-            if check is not None:
-                problem = check(obj, vms)
-                if problem is not None:
+            if check:
+                # fast path for a well-formed record; check_record explains anything else
+                try:
+                    t = obj["t_ns"]
+                    vm = obj["vm"]
+                    kind = obj["kind"]
+                    ok = (type(t) is int and t >= last[vm] and (obj["dir"], kind) in VALID
+                          and (type(obj.get("wire")) is str or "wire_b64" in obj)
+                          and (kind not in NAMED or type(obj.get("name")) is str))
+                except (KeyError, TypeError):
+                    ok = False
+                if not ok:
+                    problem = check_record(obj, vms) or (
+                        f"time goes backwards for vm {obj['vm']!r}: {obj['t_ns']} < "
+                        f"{last[obj['vm']]} (sort the session to replay it anyway)")
                     raise SessionError(self.path, lineno, problem)
-                vm = obj["vm"]
-                t = obj["t_ns"]
-                if t < last.get(vm, 0):
-                    raise SessionError(
-                        self.path, lineno,
-                        f"time goes backwards for vm {vm!r}: {t} < {last[vm]} "
-                        "(sort the session to replay it anyway)",
-                    )
                 last[vm] = t
             self.line = lineno
             yield obj
