@@ -43,9 +43,9 @@ METRICS: tuple[Metric, ...] = (
     Metric("event_max_ms", "event latency max ms"),
     Metric("start_p50_ms", "event start p50 ms"),
     Metric("start_p99_ms", "event start p99 ms"),
-    Metric("interference_p99_ms", "cross-VM interf. p99 ms"),
-    Metric("interference_max_ms", "cross-VM interf. max ms"),
-    Metric("interference_share", "cross-VM interf. share %"),
+    Metric("interference_p99_ms", "interference p99 ms"),
+    Metric("interference_max_ms", "interference max ms"),
+    Metric("interference_share", "interference share %"),
     Metric("events_handled", "events handled", "higher"),
     Metric("events_dropped", "events dropped"),
     Metric("events_pending", "events pending"),
@@ -67,7 +67,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("peak_queued_bytes", "peak queued bytes"),
     Metric("read_paused_ms", "reading paused ms"),
     Metric("reader_stalled_ms", "reader stalled ms"),
-    *(Metric(f"findings_{k}", f"{k} findings") for k in FINDING_KINDS),
+    *(Metric(f"findings_{k}", f"finding: {k}") for k in FINDING_KINDS),
 )
 
 

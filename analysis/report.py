@@ -102,7 +102,9 @@ def fmt(v: Any) -> str:
         return "0"
     if abs(v) >= 1e4:
         return f"{v:.0f}" if abs(v) < 1e7 else f"{v:.1e}"
-    return f"{v:.4g}" if abs(v) >= 1e-3 else f"{v:.1e}"
+    if abs(v) >= 1:
+        return f"{v:.4g}"
+    return f"{v:.3g}" if abs(v) >= 1e-3 else f"{v:.1e}"
 
 
 def _num(v: Any) -> str:
@@ -138,7 +140,7 @@ def summary(spec: str, m: dict[str, Any], base: dict[str, Any], findings: pd.Dat
     p99 = m["event_p99_ms"]
     head = f"p99 event latency {fmt(p99)} ms"
     if not is_base and p99 is not None and base["event_p99_ms"]:
-        head += f" ({fmt_ratio(p99 / base['event_p99_ms'])} baseline)"
+        head += f" ({fmt_ratio(p99 / base['event_p99_ms'])} the baseline's)"
     bound = _spec_params(spec).get("max_queue")
     head += (f", bounds memory at {bound} events per VM" if bound is not None
              else f", peak queue depth {m['peak_queue_depth']}")
@@ -206,7 +208,7 @@ def render_text(report: Report) -> str:
     per_block = max(1, min(4, n))
     cell = (WIDTH - NAME_WIDTH - 1) // per_block
     out = [report.title[:WIDTH], "", "policies:", *_legend(report),
-           "* best (lower is better, + marks rows where higher is); xR: ratio to the baseline",
+           "* best (lower is better; + rows: higher is better); xR: ratio to the baseline",
            ""]
     for start in range(0, n, per_block):
         cols = range(start, min(n, start + per_block))
@@ -238,10 +240,10 @@ def render_text(report: Report) -> str:
         table = report.locks[spec].head(TOP_LOCKS)
         out.append(f"  {spec}:" + (" none" if not len(table) else ""))
         if len(table):
-            out.append("    " + "lock".ljust(16) + "".join(h.rjust(8) for h in heads))
+            out.append("    " + "lock".ljust(13) + "".join(h.rjust(9) for h in heads))
             for _, r in table.iterrows():
-                out.append("    " + str(r["lock"])[:16].ljust(16)
-                           + "".join(_num(r[c]).rjust(8) for c in cols))
+                out.append("    " + str(r["lock"])[:12].ljust(13)
+                           + "".join(_num(r[c]).rjust(9) for c in cols))
     return "\n".join(line.rstrip() for line in out) + "\n"
 
 

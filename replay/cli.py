@@ -44,7 +44,8 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def _register() -> None:
-    from replay import cli_replay
+    from analysis import cli_report
+    from replay import cli_analysis, cli_replay
     from tracer import cli_record, cli_session, cli_trace
 
     cli_replay.register(app)
@@ -52,6 +53,8 @@ def _register() -> None:
     cli_session.register(app)
     cli_record.register(app)
     cli_trace.register(app)
+    cli_report.register(app)
+    cli_analysis.register(app)
 
 
 def main() -> None:

@@ -96,10 +96,13 @@ def replay_session(
                 stack.callback(w.close)
         for p, spec in enumerate(specs):
             reader = stack.enter_context(SessionReader(session))
+
+            def report(_now: int, p: int = p, reader: SessionReader = reader) -> None:
+                if progress is not None:
+                    progress(p, reader.position / size)
+
             outcome = _run_one(p, spec, reader, header.vms, profile, seed, starvation_k,
-                               tracer_out, parquet, events_out,
-                               (lambda _now, p=p, reader=reader: progress(
-                                   p, reader.position / size)) if progress else None)
+                               tracer_out, parquet, events_out, report)
             result = {"spec": spec.label, **outcome.extra["results"]}
             result["timing"] = {"decode_s": round(outcome.decode_s, 6),
                                 "simulate_s": round(outcome.simulate_s, 6)}

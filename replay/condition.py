@@ -23,6 +23,17 @@ SYNC_WAIT = int(Kind.SYNC_WAIT)
 SYNC_WAKE = int(Kind.SYNC_WAKE)
 
 
+class SyncWaiter:
+    """An API sleeping on the condition: the events it waits for, the one that woke it."""
+
+    __slots__ = ("thread", "names", "event")
+
+    def __init__(self, thread: Thread, names: frozenset[str]) -> None:
+        self.thread = thread
+        self.names = names
+        self.event = -1
+
+
 class DomainCondition:
     __slots__ = ("engine", "vm", "mutex", "watch", "waiters")
 
@@ -31,8 +42,7 @@ class DomainCondition:
         self.vm = vm
         self.mutex = mutex
         self.watch = watch
-        #: (thread, event names it waits for, event id once woken by one).
-        self.waiters: list[list] = []
+        self.waiters: list[SyncWaiter] = []
 
     def wait(self, th: Thread, rpc: int, names: frozenset[str], timeout: int
              ) -> Generator[int | None, None, int]:
@@ -40,7 +50,7 @@ class DomainCondition:
         (or when the VM was destroyed: ``th.error`` then says so)."""
         engine = self.engine
         engine.emit((engine.now, SYNC_WAIT, th.tid, self.vm, rpc, timeout))
-        entry = [th, names, -1]
+        entry = SyncWaiter(th, names)
         self.waiters.append(entry)
         th.blocked = ("sync", (self, names))
         self.mutex.unlock(th)
@@ -48,7 +58,7 @@ class DomainCondition:
         engine.at(engine.now + timeout, self._expire, (entry, th.token))
         yield PARK
         yield self.mutex.lock(th)
-        eid = entry[2]
+        eid = entry.event
         engine.emit((engine.now, SYNC_WAKE, th.tid, self.vm, rpc, eid))
         if eid < 0:
             if not th.error:
@@ -56,30 +66,27 @@ class DomainCondition:
             self.watch.sync_timeout(th)
         return eid
 
-    def _expire(self, arg: tuple[list, int]) -> None:
+    def _expire(self, arg: tuple[SyncWaiter, int]) -> None:
         entry, token = arg
-        th = entry[0]
+        th = entry.thread
         if th.token != token:
             return
         self.waiters.remove(entry)
         th.wake()
 
-    def waiting_for(self, name: str) -> bool:
-        return any(name in names for _, names, _ in self.waiters)
-
     def signal(self, name: str, eid: int) -> bool:
         """Wake the first API waiting for ``name``; False if none waits."""
         for entry in self.waiters:
-            if name in entry[1]:
+            if name in entry.names:
                 self.waiters.remove(entry)
-                entry[2] = eid
-                entry[0].wake()
+                entry.event = eid
+                entry.thread.wake()
                 return True
         return False
 
     def abort(self, error: str) -> None:
         """Wake every waiter with an error (the domain is being destroyed)."""
-        for th, _, _ in self.waiters:
-            th.error = error
-            th.wake()
+        for entry in self.waiters:
+            entry.thread.error = error
+            entry.thread.wake()
         self.waiters.clear()

@@ -32,7 +32,8 @@ Arrival = tuple[int, Callable[[Any], None], Any]
 
 def discard() -> Callable[[Record], None]:
     """A sink that drops records at C speed."""
-    return deque(maxlen=0).append
+    sink: deque[Record] = deque(maxlen=0)
+    return sink.append
 
 
 class Engine:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from replay.engine import Thread
     from replay.host import VM, Host
     from replay.job import Job
-    from replay.queue import EventQueue
+    from replay.queue import Gauge
     from replay.workload import Rpc
 
 FINDING = int(Kind.FINDING)
@@ -39,7 +39,7 @@ class Watch:
         self.findings: list[Finding] = []
         self.counts: dict[str, int] = {}
         self.suppressed = 0
-        self.queues: list[tuple[str, EventQueue]] = []
+        self.queues: list[tuple[str, Gauge]] = []
         self.ordering_violations = 0
         #: Open deadlocks: the thread ids of a cycle → its finding's description.
         self.cycles: dict[frozenset[int], str] = {}
@@ -98,7 +98,8 @@ class Watch:
             holder = obj.holder
             if holder is None:
                 return None
-            return f"{th.name} waits for {host.vms[obj.vm].name}'s mutex held by {holder.name}", holder
+            vm_name = host.vms[obj.vm].name
+            return f"{th.name} waits for {vm_name}'s mutex held by {holder.name}", holder
         if what == "job":
             holder = obj.holder
             if holder is None:
@@ -112,7 +113,8 @@ class Watch:
             why = host.policy.why_unread(vm)
             if why is None:
                 return None
-            return f"{th.name} ({th.api}) waits for the reply to {vm.waiting_cmd}, unread: {why[0]}", why[1]
+            return (f"{th.name} ({th.api}) waits for the reply to {vm.waiting_cmd}, "
+                    f"unread: {why[0]}"), why[1]
         if what == "sync":
             cond, names = obj
             vm = host.vms[cond.vm]

@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from replay.condition import DomainCondition
-from replay.engine import PARK, Engine, Thread
+from replay.engine import Engine, Thread
 from replay.findings import Watch
 from replay.job import Job
 from replay.mutex import Mutex
 from replay.profile import Profile
+from replay.queue import EventQueue, Gauge
 from replay.rpcpool import RpcPool
 from replay.workload import (
-    BOTH,
     CONDITIONAL,
     DEFERRED,
     INLINE,
@@ -44,7 +44,6 @@ from tracer.timeline import (
 
 if TYPE_CHECKING:
     from replay.policy import Policy
-    from replay.queue import EventQueue
 
 Body = Generator[int | None, None, None]
 
@@ -157,16 +156,22 @@ class Host:
     def thread(self, name: str, role: str, vm: int = -1) -> Thread:
         return Thread(self.engine, name, role, vm)
 
-    def queue(self, name: str, vm: int = -1, *, gauge: bool = False) -> EventQueue:
-        """A traced event queue (``gauge``: a count-only queue, see :class:`Gauge`)."""
-        from replay.queue import EventQueue, Gauge
+    def queue(self, name: str, vm: int = -1) -> EventQueue:
+        """A traced event queue."""
+        q = EventQueue(self.engine, len(self.watch.queues), vm)
+        self._register_queue(name, q)
+        return q
 
-        qid = len(self.watch.queues)
-        q = (Gauge if gauge else EventQueue)(self.engine, qid, vm)
+    def gauge(self, name: str, vm: int = -1) -> Gauge:
+        """A traced count-only queue (its items live in other queues)."""
+        q = Gauge(self.engine, len(self.watch.queues), vm)
+        self._register_queue(name, q)
+        return q
+
+    def _register_queue(self, name: str, q: Gauge) -> None:
         self.watch.queues.append((name, q))
         if self.timeline is not None:
-            self.timeline.queues.append(QueueInfo(name, vm))
-        return q
+            self.timeline.queues.append(QueueInfo(name, q.vm))
 
     def path(self, name: str) -> int:
         pid = self.path_ids.get(name)
@@ -314,8 +319,8 @@ class Host:
 
     def queued(self, vm: VM) -> None:
         """An event was queued for ``vm``: an API sync-waiting there may now be deadlocked."""
-        for th, _, _ in vm.cond.waiters:
-            self.watch.waiting(th)
+        for entry in vm.cond.waiters:
+            self.watch.waiting(entry.thread)
 
     def pause_reading(self, vm: VM) -> None:
         vm.paused = True
@@ -488,7 +493,9 @@ class Host:
             if tail != costs.post:
                 yield tail - costs.post
             tail = costs.post
-            timeout = costs.sync_timeout if costs.sync_timeout is not None else self.params.job_timeout
+            timeout = costs.sync_timeout
+            if timeout is None:
+                timeout = self.params.job_timeout
             eid = yield from vm.cond.wait(th, rpc.id, costs.sync_wait, timeout)
             error = eid < 0
         if tail:

@@ -179,7 +179,8 @@ def parse_spec(spec: str) -> PolicySpec:
         if not eq:
             raise SpecError(f"policy {target}: parameter {item!r} is not key=value")
         values[key.strip()] = value.strip()
-    common, own = {}, {}
+    common: dict[str, Any] = {}
+    own: dict[str, Any] = {}
     for table, out in ((COMMON, common), (cls.params, own)):
         for key, param in table.items():
             out[key] = param.default

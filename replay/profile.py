@@ -188,7 +188,8 @@ def _resolve(label: str, conf: dict[str, Any]) -> Profile:
     default_class = events.get("default_class", "inline")
     for name, cls in [*classes.items(), ("default_class", default_class)]:
         if cls not in CLASSES:
-            raise ProfileError(f"cost profile {label}: events.class.{name}: {cls!r} is not one of {CLASSES}")
+            raise ProfileError(
+                f"cost profile {label}: events.class.{name}: {cls!r} is not one of {CLASSES}")
     per_byte = cpu.get("read_per_byte", 0.0)
     if isinstance(per_byte, bool) or not isinstance(per_byte, int | float) or per_byte < 0:
         raise ProfileError(f"cost profile {label}: cpu.read_per_byte must be a non-negative number")
@@ -203,7 +204,8 @@ def _resolve(label: str, conf: dict[str, Any]) -> Profile:
         rpc_locked=cpu_ns("rpc_locked"),
         rpc_between=cpu_ns("rpc_between"),
         rpc_post=cpu_ns("rpc_post"),
-        handler_command=round(float(conf.get("qemu", {}).get("handler_command_ms", 0.5)) * 1_000_000),
+        handler_command=round(
+            float(conf.get("qemu", {}).get("handler_command_ms", 0.5)) * 1_000_000),
         default_class=default_class,
         classes=classes,
         event_cost={k: _us(v, f"cost profile {label}: events.cost.{k}")

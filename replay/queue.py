@@ -10,7 +10,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from replay.engine import Engine
-from tracer.timeline import Kind, QueueInfo
+from tracer.timeline import Kind
 
 if TYPE_CHECKING:
     from replay.workload import Event

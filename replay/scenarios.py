@@ -159,7 +159,8 @@ def _hol(rec: Recorder, p: Params, rng: random.Random) -> Iterator[Record]:
     rec.api(0, S, "virDomainSlowOp", 1, S + int(p["hold_ms"] * MS))
     rec.event(0, S + 100 * MS, "RTC_CHANGE")
     for vm in range(1, p["vms"]):
-        _periodic(rec, vm, vm * US, int(p["duration_s"] * S), int(p["period_ms"] * MS), "RTC_CHANGE")
+        _periodic(rec, vm, vm * US, int(p["duration_s"] * S), int(p["period_ms"] * MS),
+                  "RTC_CHANGE")
     yield from rec.upto(None)
 
 

@@ -22,10 +22,10 @@ memory depends on the session's rate, not its length.
 from __future__ import annotations
 
 from collections import deque
-from heapq import heappop, heappush
-from itertools import count
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from heapq import heappop, heappush
+from itertools import count
 
 from replay.profile import ApiCosts, Profile
 from tracer.causes import CAUSES, Attributor

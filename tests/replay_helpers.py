@@ -5,7 +5,7 @@ against (FCFS c-server recursion, Erlang C, batch means)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from heapq import heapreplace
 from statistics import fmean, stdev
@@ -185,3 +185,47 @@ def batch_means(samples: list[float], batches: int = 20, warmup: float = 0.05
     means = [fmean(samples[start + i * size:start + (i + 1) * size]) for i in range(batches)]
     mean = fmean(means)
     return mean, T_995[batches - 1] * stdev(means) / math.sqrt(batches)
+
+
+class QueueWaits:
+    """A lean run consumer: each RPC's arrival and start times, by RPC id (what a queue
+    wait needs, without keeping a long run's records)."""
+
+    def __init__(self) -> None:
+        self.arrive: list[int] = []
+        self.start: dict[int, int] = {}
+
+    def __call__(self, chunk: Sequence[Record]) -> None:
+        arrive, start = self.arrive, self.start
+        for t, kind, _, _, ref, _ in chunk:
+            if kind == RPC_ARRIVE:
+                assert ref == len(arrive)  # ids are given in arrival order
+                arrive.append(t)
+            elif kind == RPC_START:
+                start[ref] = t
+
+    def waits(self) -> list[int]:
+        """RPC_START − RPC_ARRIVE per RPC, in arrival order (every RPC must have started)."""
+        return [self.start[i] - a for i, a in enumerate(self.arrive)]
+
+
+RPC_ARRIVE = int(Kind.RPC_ARRIVE)
+RPC_START = int(Kind.RPC_START)
+
+
+def commands_and_services(records: Iterable[SessionRecord]) -> tuple[list[int], list[int]]:
+    """Send times and recorded service times (reply − send) of a session's commands, in
+    send order, paired by QMP id: the queueing view of the session, read off the records."""
+    sent: dict[Any, int] = {}
+    arrivals: list[int] = []
+    services: list[int] = []
+    for rec in records:
+        if rec["kind"] == "command":
+            sent[rec["id"]] = len(arrivals)
+            arrivals.append(rec["t_ns"])
+            services.append(-1)
+        elif rec["kind"] == "reply":
+            i = sent.pop(rec["id"])
+            services[i] = rec["t_ns"] - arrivals[i]
+    assert not sent, "every command has its reply"
+    return arrivals, services

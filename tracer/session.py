@@ -291,7 +291,8 @@ def read_session(path: str | os.PathLike[str], **kw: Any) -> tuple[Header, Itera
     return reader.header, records()
 
 
-def validate(path: str | os.PathLike[str], limit: int = MAX_PROBLEMS) -> tuple[int, list[SessionError]]:
+def validate(path: str | os.PathLike[str],
+             limit: int = MAX_PROBLEMS) -> tuple[int, list[SessionError]]:
     """Check a whole session and list its problems (up to ``limit``), not just the first.
 
     Returns the number of valid records and the problems. A truncated last line is an error.
@@ -314,7 +315,8 @@ def validate(path: str | os.PathLike[str], limit: int = MAX_PROBLEMS) -> tuple[i
             try:
                 obj = orjson.loads(raw)
             except orjson.JSONDecodeError as exc:
-                msg = "truncated last line" if not raw.endswith(b"\n") else f"invalid JSON ({exc.args[0]})"
+                msg = ("truncated last line" if not raw.endswith(b"\n")
+                       else f"invalid JSON ({exc.args[0]})")
                 problems.append(SessionError(path, lineno, msg))
                 continue
             problem = check_record(obj, reader._vms)

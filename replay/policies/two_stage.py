@@ -28,7 +28,7 @@ class TwoStage(Policy):
     def start(self) -> None:
         host = self.host
         self.queues = VmQueues(host)
-        self.global_queue = host.queue("global events", gauge=True)
+        self.global_queue = host.gauge("global events")
         self.reader = MainLoopReader(host, self.enqueue)
         self.worker = host.thread("event-worker", "global-worker")
         self.sleeping = False
