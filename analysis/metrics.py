@@ -67,7 +67,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("peak_queued_bytes", "peak queued bytes"),
     Metric("read_paused_ms", "reading paused ms"),
     Metric("reader_stalled_ms", "reader stalled ms"),
-    *(Metric(f"findings_{k}", f"finding: {k}") for k in FINDING_KINDS),
+    *(Metric(f"findings_{k}", f"{k} (n)") for k in FINDING_KINDS),
 )
 
 

@@ -49,6 +49,8 @@ class Engine:
         self.threads: list[Thread] = []
         #: Last virtual time the run may reach (None: no limit); may be raised while running.
         self.horizon: int | None = None
+        #: The thread whose step is running (None in callbacks outside any thread).
+        self.stepping: Thread | None = None
 
     def at(self, t: int, fn: Callable[[Any], None], arg: Any = None) -> None:
         """Call ``fn(arg)`` at virtual time ``t`` (same-time calls run in call order)."""
@@ -156,6 +158,9 @@ class Thread:
     def step(self, _: Any = None) -> None:
         gen = self.gen
         assert gen is not None
+        engine = self.engine
+        outer = engine.stepping
+        engine.stepping = self
         send = gen.send
         try:
             d = send(None)
@@ -163,17 +168,24 @@ class Thread:
                 d = send(None)
         except StopIteration:
             self.gen = None
-            return
+            d = None
+        engine.stepping = outer
         if d is not None:
-            engine = self.engine
             heappush(engine._heap, (engine.now + d, next(engine._seq), self.step, None))
 
     def wake(self) -> None:
-        """Make a parked thread runnable now (invalidating its pending timers)."""
+        """Make a parked thread runnable now (invalidating its pending timers).
+
+        Woken from outside any thread (an arrival, a timer, a lock draw) it runs at once;
+        woken by another thread, it runs after that thread's step, at the same ns.
+        """
         self.token += 1
         self.blocked = None
         engine = self.engine
-        heappush(engine._heap, (engine.now, next(engine._seq), self.step, None))
+        if engine.stepping is None:
+            self.step()
+        else:
+            heappush(engine._heap, (engine.now, next(engine._seq), self.step, None))
 
     def __repr__(self) -> str:
         return f"<Thread {self.name}>"
