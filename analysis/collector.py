@@ -78,6 +78,8 @@ class Collector:
         self.locks: dict[int, list[int]] = {}  # vm → [acquired, contended, wait_sum, wait_max,
         #                                             hold_sum, hold_max]
         self.paused_since: dict[int, int] = {}
+        self._is_reader = np.zeros(0, dtype=bool)
+        self._reader_open: dict[int, int] = {}
 
     def __call__(self, chunk: Sequence[tuple[int, int, int, int, int, int]]) -> None:
         a = np.array(chunk, dtype=np.int64)
@@ -122,10 +124,10 @@ class Collector:
             self.paused_since[int(vm[i])] = int(t[i])
         for i in np.flatnonzero(kind == K.READ_RESUMED):
             self.paused_since.pop(int(vm[i]), None)
-        self._locks(kind, thread, vm, value)
+        self._locks(kind, vm, value)
+        self._reader_stalls(t, kind, thread)
 
-    def _locks(self, kind: np.ndarray, thread: np.ndarray, vm: np.ndarray,
-               value: np.ndarray) -> None:
+    def _locks(self, kind: np.ndarray, vm: np.ndarray, value: np.ndarray) -> None:
         acq = kind == K.LOCK_ACQUIRE
         rel = kind == K.LOCK_RELEASE
         if not (acq.any() or rel.any()):
@@ -142,14 +144,26 @@ class Collector:
             if len(holds):
                 stats[4] += int(holds.sum())
                 stats[5] = max(stats[5], int(holds.max()))
+
+    def _reader_stalls(self, t: np.ndarray, kind: np.ndarray, thread: np.ndarray) -> None:
+        """Time monitor readers spend in handler stages (lock waits included): reading
+        nothing meanwhile."""
         roles = self.timeline.threads
-        readers = np.array([roles[i].role in READER_ROLES for i in range(len(roles))], dtype=bool)
-        if len(readers):
-            th = thread[acq]
-            ok = (th >= 0) & (th < len(readers))
-            mask = np.zeros(len(th), dtype=bool)
-            mask[ok] = readers[th[ok]]
-            self.reader_stalled_ns += int(value[acq][mask].sum())
+        if len(self._is_reader) < len(roles):
+            self._is_reader = np.array([r.role in READER_ROLES for r in roles], dtype=bool)
+        sel = (kind == K.HANDLER_BEGIN) | (kind == K.HANDLER_END)
+        sel &= thread >= 0
+        if not sel.any() or not len(self._is_reader):
+            return
+        idx = np.flatnonzero(sel)
+        idx = idx[self._is_reader[thread[idx]]]
+        open_at = self._reader_open
+        for ts, k, th in zip(t[idx].tolist(), kind[idx].tolist(), thread[idx].tolist(),
+                             strict=True):
+            if k == K.HANDLER_BEGIN:
+                open_at[th] = ts
+            else:
+                self.reader_stalled_ns += ts - open_at.pop(th, ts)
 
     def results(self, end_ns: int, watch: dict[str, Any]) -> dict[str, Any]:
         """The ``--json`` object of one policy (without ``spec`` and ``timing``)."""

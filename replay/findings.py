@@ -38,6 +38,7 @@ class Watch:
         self.k = starvation_k
         self.findings: list[Finding] = []
         self.counts: dict[str, int] = {}
+        self._listed: dict[str, int] = {}
         self.suppressed = 0
         self.queues: list[tuple[str, Gauge]] = []
         self.ordering_violations = 0
@@ -47,12 +48,15 @@ class Watch:
     # -- recording ------------------------------------------------------------------------
 
     def report(self, kind: str, vms: list[str], threads: list[str], detail: str,
-               phase: str | None = None) -> None:
-        n = self.counts.get(kind, 0)
-        self.counts[kind] = n + 1
+               phase: str | None = None, sort: str = "") -> None:
+        """Record a finding; past MAX_PER_KIND of one kind (and ``sort``) it is only counted."""
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        key = kind + sort
+        n = self._listed.get(key, 0)
         if n >= MAX_PER_KIND:
             self.suppressed += 1
             return
+        self._listed[key] = n + 1
         host = self.host
         finding = Finding(kind, host.engine.now, vms, threads, detail, phase)
         index = len(self.findings)
@@ -149,13 +153,15 @@ class Watch:
 
     def _starved(self, th: Thread, job: Job, outcome: str) -> None:
         host = self.host
-        who = (f"event handler {th.api[6:]}" if th.api.startswith("event:") else f"RPC {th.api}")
+        handler = th.api.startswith("event:")
+        who = f"event handler {th.api[6:]}" if handler else f"RPC {th.api}"
+        waiter = "event handler" if handler else "RPC"
         vm = host.vms[job.vm].name
         self.report(
             "starvation", [vm], [th.name],
             f"{who} on {th.name} waited {ms(host.engine.now - th.job_req)} for {vm}'s job and "
-            f"was overtaken by {th.overtakes} later requests ({outcome}); waiter: "
-            + ("event handler" if th.api.startswith("event:") else "RPC"),
+            f"was overtaken by {th.overtakes} later requests ({outcome}); waiter: {waiter}",
+            sort=waiter,
         )
 
     def job_begun(self, th: Thread, rpc: Rpc, vm: VM) -> None:

@@ -17,6 +17,7 @@ from tests.timelines import (
     E_RTC,
     E_STOP,
     E_VSERPORT,
+    POOL_SPEC,
     R_DETACH,
     R_STATUS,
     R_SUSPEND,
@@ -48,7 +49,7 @@ def test_events_frame_columns_and_values() -> None:
     vserport = ev.loc[E_VSERPORT]
     assert vserport["dropped"] and vserport["drop_reason"] == "job-timeout"
     assert pd.isna(ev.loc[E_RTC, "start_ns"])  # never started
-    pool = frames.of("pool").events
+    pool = frames.of(POOL_SPEC).events
     assert pool.loc[E_STOP, "start_ns"] == 1_200 and pool.loc[E_NIC, "thread"] == "event-worker-0"
     assert pool.loc[E_DEVDEL, "vm"] == "vm-b"
 
@@ -81,8 +82,10 @@ def test_frames_agree_with_the_collector(run_dir: Path) -> None:
         m = policy_metrics(frames, p["spec"])
         for q in ("p50", "p90", "p99", "max"):
             assert m[f"event_{q}_ms"] == p["event_latency_ms"][q]
-            assert m[f"start_{q}_ms"] == p["event_start_latency_ms"][q]
+        for q in ("p50", "p99", "max"):
             assert m[f"rpc_{q}_ms"] == p["rpc_latency_ms"][q]
+        assert m["start_p50_ms"] == p["event_start_latency_ms"]["p50"]
+        assert m["start_p99_ms"] == p["event_start_latency_ms"]["p99"]
         assert m["job_wait_p99_ms"] == p["job_wait_ms"]["p99"]
         for key in ("events_handled", "events_dropped", "events_pending", "rpcs_completed",
                     "rpc_errors", "rpcs_unfinished", "job_timeouts", "peak_queue_depth",
