@@ -24,8 +24,6 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from heapq import heappop, heappush
-from itertools import count
 
 from replay.profile import ApiCosts, Profile
 from tracer.causes import CAUSES, Attributor
@@ -124,8 +122,8 @@ class Workload:
     first_ns: int | None = None
     last_ns: int = 0
     records_read: int = 0
-    _ready: list[tuple[int, int, Item]] = field(default_factory=list)
-    _seq: Iterator[int] = field(default_factory=count)
+    #: Items read and not yet handed out, in time order (same times: in reading order).
+    _ready: deque[tuple[int, Item]] = field(default_factory=deque)
     _attributor: Attributor = field(init=False)
     #: Commands that may still be the cause of an event, by record index, in send order.
     _commands: dict[int, Command] = field(default_factory=dict)
@@ -145,9 +143,9 @@ class Workload:
         ready = self._ready
         while True:
             if ready:
-                self._read_until(ready[0][0] + self.lookahead)
-                t, _, item = heappop(ready)
-                yield t, item
+                if self.last_ns <= ready[0][0] + self.lookahead:
+                    self._read_until(ready[0][0] + self.lookahead)
+                yield ready.popleft()
             elif self._exhausted:
                 return
             else:
@@ -233,7 +231,16 @@ class Workload:
         self._push(rpc.arrival, rpc)
 
     def _push(self, t: int, item: Item) -> None:
-        heappush(self._ready, (t, next(self._seq), item))
+        """Queue an item in time order. Items come nearly sorted (an RPC named after its
+        command arrives ``pre`` before it), so an out-of-order one goes in near the end."""
+        ready = self._ready
+        if not ready or ready[-1][0] <= t:
+            ready.append((t, item))
+            return
+        i = len(ready) - 1
+        while i > 0 and ready[i - 1][0] > t:
+            i -= 1
+        ready.insert(i, (t, item))
 
     def _reply(self, rec: Record, t: int, error: bool) -> None:
         key = (rec["vm"], rec.get("conn"), _id_key(rec))
