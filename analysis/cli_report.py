@@ -4,7 +4,7 @@ frame files."""
 from __future__ import annotations
 
 from contextlib import nullcontext
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -16,13 +16,13 @@ from analysis.metrics import LOCK_SORT_KEYS
 from analysis.report import RENDERERS, ReportError, build_report
 
 
-class ReportFormat(str, Enum):
+class ReportFormat(StrEnum):
     text = "text"
     md = "md"
     html = "html"
 
 
-class ExportFormat(str, Enum):
+class ExportFormat(StrEnum):
     csv = "csv"
     parquet = "parquet"
 

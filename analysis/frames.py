@@ -10,7 +10,8 @@ Columns, per frame (``policy`` is the spec as typed, in run order):
 ``events``    policy, id, vm, name, class, arrival_ns, start_ns (first stage began),
               end_ns (EVENT_DONE: the event was handled), thread (of the first stage),
               path, dropped, drop_reason, bytes
-``handlers``  policy, event, vm, thread, stage, begin_ns, end_ns (one row per stage)
+``handlers``  policy, event, vm, thread, role (of the thread), stage, begin_ns, end_ns
+              (run end if still running; one row per stage)
 ``rpcs``      policy, id, api, vm, priority, thread (the worker), arrival_ns, start_ns
               (a worker took it), job_wait_ns, job_begin_ns, end_ns, error, timed_out
               (its job or sync wait timed out)
@@ -87,7 +88,7 @@ def _opt(values: np.ndarray) -> pd.Series:
 _COLUMNS = {
     "events": ["policy", "id", "vm", "name", "class", "arrival_ns", "start_ns", "end_ns",
                "thread", "path", "dropped", "drop_reason", "bytes"],
-    "handlers": ["policy", "event", "vm", "thread", "stage", "begin_ns", "end_ns"],
+    "handlers": ["policy", "event", "vm", "thread", "role", "stage", "begin_ns", "end_ns"],
     "rpcs": ["policy", "id", "api", "vm", "priority", "thread", "arrival_ns", "start_ns",
              "job_wait_ns", "job_begin_ns", "end_ns", "error", "timed_out"],
     "locks": ["policy", "lock", "vm", "thread", "role", "wait_start_ns", "acquired_ns",
@@ -184,7 +185,8 @@ class _Builder:
         end = np.where(close_at >= 0, self.t[np.maximum(close_at, 0)], self.tl.end_ns)
         return pd.DataFrame({
             "policy": self.tl.spec, "event": self.ref[opens], "vm": self.vm_names[self.vm[opens]],
-            "thread": self.thread_names[self.thread[opens]], "stage": self.value[opens],
+            "thread": self.thread_names[self.thread[opens]],
+            "role": self.roles[self.thread[opens]], "stage": self.value[opens],
             "begin_ns": self.t[opens], "end_ns": end,
         }, columns=_COLUMNS["handlers"])
 

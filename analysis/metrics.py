@@ -20,7 +20,8 @@ MS = 1e6
 #: Finding kinds, in report order (DESIGN §7).
 FINDING_KINDS = ("deadlock", "starvation", "ordering-violation", "unbounded-growth",
                  "rare-path", "qemu-no-reply")
-#: Thread roles that read monitors: their mutex waits stall reading (``reader_stalled``).
+#: Thread roles that read monitors: time in handler stages stalls reading
+#: (``reader_stalled``, lock waits included).
 READER_ROLES = ("mainloop", "vm-thread")
 #: Sort keys of the lock table (``perf lock contention -k``), all sorted largest first.
 LOCK_SORT_KEYS = ("acquired", "contended", "wait_total", "wait_avg", "wait_max",
@@ -97,7 +98,7 @@ def policy_metrics(frames: Frames, spec: str) -> dict[str, Any]:
     job = locks[locks["lock"] == "job"]
     mutex = locks[locks["lock"] == "mutex"]
     job_wait = stats(_ms(job["wait_ns"]))
-    readers = mutex["role"].isin(READER_ROLES).to_numpy()
+    reading = f.handlers[f.handlers["role"].isin(READER_ROLES)]
     paused = f.pauses
     out: dict[str, Any] = {}
     for name, values in (("event", latency), ("start", to_start),
@@ -123,7 +124,7 @@ def policy_metrics(frames: Frames, spec: str) -> dict[str, Any]:
         "peak_queue_depth": int(f.queues["depth"].max()) if len(f.queues) else 0,
         "peak_queued_bytes": int(f.queues["bytes"].max()) if len(f.queues) else 0,
         "read_paused_ms": _r((paused["resumed_ns"] - paused["paused_ns"]).sum() / MS),
-        "reader_stalled_ms": _r(mutex["wait_ns"].to_numpy()[readers].sum() / MS),
+        "reader_stalled_ms": _r((reading["end_ns"] - reading["begin_ns"]).sum() / MS),
     })
     kinds = f.findings["kind"].where(
         (f.findings["kind"] != "deadlock") | (f.findings["phase"] == "closed"))

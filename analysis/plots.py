@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 import matplotlib
 
@@ -22,14 +24,14 @@ from analysis.frames import Frames  # noqa: E402
 
 SIZE = (8.0, 3.6)
 POINTS = 800
-RC = {"svg.hashsalt": "qmpreplay", "svg.fonttype": "none", "font.size": 9.0,
+RC: dict[str, Any] = {"svg.hashsalt": "qmpreplay", "svg.fonttype": "none", "font.size": 9.0,
       "axes.grid": True, "grid.alpha": 0.3}
 MARKERS = {"deadlock": "X", "starvation": "v", "ordering-violation": "o",
            "unbounded-growth": "^", "rare-path": "s", "qemu-no-reply": "D"}
 
 
 def _svg(draw: Callable[[Axes], None]) -> str:
-    with plt.rc_context(RC):
+    with plt.rc_context(RC):  # type: ignore[arg-type]
         fig = Figure(figsize=SIZE)
         ax = fig.subplots()
         draw(ax)
@@ -52,7 +54,7 @@ def _empty(ax: Axes, text: str) -> None:
     ax.set_yticks([])
 
 
-def _latency(ax: Axes, frames: Frames) -> None:
+def _latency(frames: Frames, ax: Axes) -> None:
     ev = frames.events
     for spec in frames.specs:
         mine = ev[(ev["policy"] == spec) & ev["end_ns"].notna()]
@@ -65,7 +67,7 @@ def _latency(ax: Axes, frames: Frames) -> None:
     ax.legend(loc="lower right")
 
 
-def _queues(ax: Axes, frames: Frames) -> None:
+def _queues(frames: Frames, ax: Axes) -> None:
     q = frames.queues
     for spec in frames.specs:
         mine = q[q["policy"] == spec]
@@ -90,7 +92,7 @@ def _queues(ax: Axes, frames: Frames) -> None:
     ax.set_title("Depth of each policy's deepest event queue")
 
 
-def _lock_waits(ax: Axes, frames: Frames) -> None:
+def _lock_waits(frames: Frames, ax: Axes) -> None:
     locks = frames.locks
     drawn = False
     for spec in frames.specs:
@@ -108,7 +110,7 @@ def _lock_waits(ax: Axes, frames: Frames) -> None:
     ax.set_title("Lock wait distribution")
 
 
-def _findings(ax: Axes, frames: Frames) -> None:
+def _findings(frames: Frames, ax: Axes) -> None:
     f = frames.findings
     for kind, marker in MARKERS.items():
         mine = f[f["kind"] == kind]
@@ -126,7 +128,7 @@ def _findings(ax: Axes, frames: Frames) -> None:
 
 
 #: Plot title → drawing function, in page order.
-PLOTS: dict[str, Callable[[Axes, Frames], None]] = {
+PLOTS: dict[str, Callable[[Frames, Axes], None]] = {
     "Event latency CDF": _latency,
     "Queue depth over time": _queues,
     "Lock wait distribution": _lock_waits,
@@ -136,7 +138,7 @@ PLOTS: dict[str, Callable[[Axes, Frames], None]] = {
 
 def report_plots(frames: Frames) -> dict[str, str]:
     """Every report plot as inline SVG text, by title."""
-    return {title: _svg(lambda ax, draw=draw: draw(ax, frames)) for title, draw in PLOTS.items()}
+    return {title: _svg(partial(draw, frames)) for title, draw in PLOTS.items()}
 
 
 def pareto_svg(points: list[tuple[str, float, float, bool]]) -> str:

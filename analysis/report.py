@@ -233,7 +233,7 @@ def render_text(report: Report) -> str:
         for line in lines:
             out += textwrap.wrap(line, WIDTH, initial_indent="    ", subsequent_indent="      ")
     out += ["", f"locks (top {TOP_LOCKS} per policy; times in ms)"]
-    cols = ["acquired", "contended", "wait_total", "wait_avg", "wait_max", "hold_total",
+    lock_cols = ["acquired", "contended", "wait_total", "wait_avg", "wait_max", "hold_total",
             "hold_max"]
     heads = ["acq", "cont", "wait tot", "wait avg", "wait max", "hold tot", "hold max"]
     for spec in report.specs:
@@ -243,7 +243,7 @@ def render_text(report: Report) -> str:
             out.append("    " + "lock".ljust(13) + "".join(h.rjust(9) for h in heads))
             for _, r in table.iterrows():
                 out.append("    " + str(r["lock"])[:12].ljust(13)
-                           + "".join(_num(r[c]).rjust(9) for c in cols))
+                           + "".join(_num(r[c]).rjust(9) for c in lock_cols))
     return "\n".join(line.rstrip() for line in out) + "\n"
 
 

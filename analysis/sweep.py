@@ -24,7 +24,7 @@ class SweepError(ValueError):
 
 def parse_grid(params: Sequence[str]) -> list[tuple[str, list[str]]]:
     """``["event_workers=1,2", "max_queue=8"]`` → ``[("event_workers", ["1", "2"]), ...]``."""
-    grid = []
+    grid: list[tuple[str, list[str]]] = []
     for text in params:
         key, eq, values = text.partition("=")
         items = [v.strip() for v in values.split(",") if v.strip()]

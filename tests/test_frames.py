@@ -10,6 +10,7 @@ import pytest
 
 from analysis.frames import build_frames, load_frames
 from analysis.metrics import policy_metrics
+from tests.conftest import RunCli
 from tests.timelines import (
     E_DEVDEL,
     E_NIC,
@@ -24,7 +25,6 @@ from tests.timelines import (
     mainloop_timeline,
     pool_timeline,
 )
-from tests.conftest import RunCli
 
 
 @pytest.fixture(scope="module")
@@ -61,13 +61,15 @@ def test_handlers_rpcs_locks_queues() -> None:
         ["mainloop", 0, 3_000, 3_040], ["global-worker", 1, 3_050, 3_180]]
     rpcs = frames.rpcs.set_index("id")
     assert rpcs.loc[R_SUSPEND, "start_ns"] == 150 and rpcs.loc[R_SUSPEND, "end_ns"] == 2_220
-    assert rpcs.loc[R_DETACH, "job_begin_ns"] == 4_070 and rpcs.loc[R_DETACH, "thread"] == "rpc-worker-1"
+    assert rpcs.loc[R_DETACH, "job_begin_ns"] == 4_070
+    assert rpcs.loc[R_DETACH, "thread"] == "rpc-worker-1"
     assert pd.isna(rpcs.loc[R_STATUS, "end_ns"])  # QEMU never answered
     gw_wait = frames.locks[(frames.locks["thread"] == "global-worker")
                            & (frames.locks["lock"] == "mutex") & (frames.locks["wait_ns"] > 0)]
     assert gw_wait[["wait_start_ns", "acquired_ns", "released_ns"]].values.tolist()[0] == [
         2_060, 2_210, 2_240]
-    held = frames.locks[(frames.locks["lock"] == "job") & (frames.locks["thread"] == "rpc-worker-0")]
+    locks = frames.locks
+    held = locks[(locks["lock"] == "job") & (locks["thread"] == "rpc-worker-0")]
     assert held["released_ns"].tolist()[-1] == 60_000  # still held at the end of the run
     q = frames.queues
     assert q["depth"].max() == 1 and q.loc[q["depth"].idxmax(), "bytes"] == 200
