@@ -5,7 +5,7 @@ against (FCFS c-server recursion, Erlang C, batch means)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from heapq import heapreplace
 from statistics import fmean, stdev
@@ -146,17 +146,26 @@ def rig(*, seed: int = 0, vms: int = 1, **params: Any) -> Rig:
 
 # -- queueing theory ----------------------------------------------------------------------
 
-def fcfs_waits(arrivals: Iterable[int], services: Iterable[int], c: int) -> Iterator[int]:
-    """Queue waits of a FCFS queue with ``c`` servers (customers in arrival order).
+class Fcfs:
+    """A FCFS queue with ``c`` servers, fed customers in arrival order.
 
     Each customer takes the server that frees first: wait = max(0, free - arrival), and
     that server is then busy until arrival + wait + service.
     """
-    free = [0] * c  # a heap of the times the servers become free
-    for a, s in zip(arrivals, services, strict=True):
-        start = max(a, free[0])
-        heapreplace(free, start + s)
-        yield start - a
+
+    def __init__(self, c: int) -> None:
+        self.free = [0] * c  # a heap of the times the servers become free
+
+    def wait(self, arrival: int, service: int) -> int:
+        start = max(arrival, self.free[0])
+        heapreplace(self.free, start + service)
+        return start - arrival
+
+
+def fcfs_waits(arrivals: Iterable[int], services: Iterable[int], c: int) -> list[int]:
+    """Queue waits of every customer of a FCFS c-server queue."""
+    queue = Fcfs(c)
+    return [queue.wait(a, s) for a, s in zip(arrivals, services, strict=True)]
 
 
 def erlang_c_wait(lam: float, mu: float, c: int) -> float:
@@ -176,7 +185,7 @@ def erlang_c_wait(lam: float, mu: float, c: int) -> float:
 T_995 = {19: 2.860935, 29: 2.756386}
 
 
-def batch_means(samples: list[float], batches: int = 20, warmup: float = 0.05
+def batch_means(samples: Sequence[float], batches: int = 30, warmup: float = 0.05
                 ) -> tuple[float, float]:
     """Mean and 99 % half-width by batch means: drop the first ``warmup`` share, cut the
     rest into ``batches`` equal consecutive batches, t-interval over their means."""
@@ -185,6 +194,10 @@ def batch_means(samples: list[float], batches: int = 20, warmup: float = 0.05
     means = [fmean(samples[start + i * size:start + (i + 1) * size]) for i in range(batches)]
     mean = fmean(means)
     return mean, T_995[batches - 1] * stdev(means) / math.sqrt(batches)
+
+
+RPC_ARRIVE = int(Kind.RPC_ARRIVE)
+RPC_START = int(Kind.RPC_START)
 
 
 class QueueWaits:
@@ -207,10 +220,6 @@ class QueueWaits:
     def waits(self) -> list[int]:
         """RPC_START − RPC_ARRIVE per RPC, in arrival order (every RPC must have started)."""
         return [self.start[i] - a for i, a in enumerate(self.arrive)]
-
-
-RPC_ARRIVE = int(Kind.RPC_ARRIVE)
-RPC_START = int(Kind.RPC_START)
 
 
 def commands_and_services(records: Iterable[SessionRecord]) -> tuple[list[int], list[int]]:
