@@ -36,7 +36,7 @@ class DeferredWorker:
     def inline_here(self, th: Thread, ev: Event, path: str) -> Generator[int | None, None, None]:
         """Run ``ev``'s inline stage on ``th`` (a reader) and queue its deferred stage here."""
         if ev.cls != DEFERRED:
-            finished = yield from self.host.handle(th, ev, path, rest=False)
+            finished = yield from self.host.inline_stage(th, ev, path)
             if finished:
                 return
         self.push(ev)

@@ -291,14 +291,13 @@ class Host:
         if vm.paused or (vm.reader is not None and vm.reader.blocked is not None):
             self.watch.waiting(reply.thread)
 
-    def read(self, th: Thread, vm: VM) -> Generator[int | None, None, Event | None]:
-        """Read the next message of ``vm``'s monitor: a reply wakes its waiter, an event is
-        returned for the policy to dispatch."""
-        msg = vm.inbox.popleft()
-        cost = self.profile.read_cost(msg.size)
-        if cost:
-            th.busy_vm = vm.index
-            yield cost
+    def received(self, th: Thread, vm: VM, msg: Event | Reply) -> Event | None:
+        """``th`` has read ``msg`` from ``vm``'s monitor (its read cost spent): a reply wakes
+        its waiter, an event is returned for the policy to dispatch.
+
+        Readers pop the inbox, ``yield profile.read_cost(msg.size)``, then call this (a
+        generator per message would cost more than the read itself on the hot path).
+        """
         if type(msg) is Reply:
             self.emit((self.engine.now, MSG_READ, th.tid, vm.index, -1, msg.size))
             self._deliver(vm, msg)
@@ -337,20 +336,19 @@ class Host:
 
     # -- event handling -------------------------------------------------------------------
 
-    def handle(self, th: Thread, ev: Event, path: str, *, first: bool = True,
-               rest: bool = True) -> Generator[int | None, None, bool]:
-        """Run an event's stages on ``th``: the inline stage (``first``) and the deferred
-        stage (``rest``). Returns True when the event is finished (handled or dropped),
-        False when only its inline stage ran and a deferred stage is still due."""
+    def handle(self, th: Thread, ev: Event, path: str, *, first: bool = True
+               ) -> Generator[int | None, None, None]:
+        """Run an event's stages on ``th``: its inline stage (unless ``first`` is False:
+        it already ran elsewhere) and, if it still needs one, its deferred stage."""
         cls = ev.cls
         if first and cls != DEFERRED:
-            finished = yield from self._inline_stage(th, ev, path)
-            if finished or not rest:
-                return finished
+            finished = yield from self.inline_stage(th, ev, path)
+            if finished:
+                return
         yield from self._deferred_stage(th, ev, path, 0 if cls == DEFERRED else 1)
-        return True
 
-    def _inline_stage(self, th: Thread, ev: Event, path: str) -> Generator[int | None, None, bool]:
+    def inline_stage(self, th: Thread, ev: Event, path: str) -> Generator[int | None, None, bool]:
+        """An event's inline stage (VM mutex only); True when that finished the event."""
         engine = self.engine
         vm = self.vms[ev.vm]
         th.busy_vm = ev.vm

@@ -50,7 +50,13 @@ class Gauge:
         depth = self.depth
         if depth > self.peak:
             self.peak = depth
-        self.history.note(now, depth)
+        history = self.history
+        if now < history.bucket_end:  # the common case, inlined: same bucket as before
+            if depth > history.current:
+                history.current = depth
+            history.last = depth
+        else:
+            history.note(now, depth)
         emit = engine.emit
         emit((now, QUEUE_DEPTH, -1, self.vm, self.qid, depth))
         emit((now, QUEUE_BYTES, -1, self.vm, self.qid, self.bytes))
@@ -94,37 +100,47 @@ class DepthHistory:
     at most 1/512 of the run.
     """
 
-    __slots__ = ("t0", "width", "maxima", "last")
+    __slots__ = ("t0", "width", "maxima", "current", "bucket_end", "last")
     BUCKETS = 1024
 
     def __init__(self) -> None:
-        self.t0: int | None = None
+        self.t0 = 0
         self.width = 1_000_000
+        #: Largest depth of each finished bucket; ``current`` is the open bucket's.
         self.maxima: list[int] = []
+        self.current = 0
+        self.bucket_end = -1  # no bucket open yet
         self.last = 0
 
     def note(self, t: int, depth: int) -> None:
-        if self.t0 is None:
+        """A depth change at ``t`` (callers handle ``t < bucket_end`` themselves)."""
+        if self.bucket_end < 0:
             self.t0 = t
+        else:
+            self.maxima.append(self.current)
         b = (t - self.t0) // self.width
-        maxima = self.maxima
         while b >= self.BUCKETS:
-            self.maxima = maxima = [max(maxima[i:i + 2]) for i in range(0, len(maxima), 2)]
+            m = self.maxima
+            self.maxima = [max(m[i:i + 2]) for i in range(0, len(m), 2)]
             self.width *= 2
             b = (t - self.t0) // self.width
-        if b >= len(maxima):
-            maxima.extend([self.last] * (b + 1 - len(maxima)))
-        if depth > maxima[b]:
-            maxima[b] = depth
+        opened = self.bucket_end >= 0
+        if b < len(self.maxima):  # halving merged the new bucket into the last finished one
+            self.current = max(self.maxima.pop(), self.last, depth)
+        else:
+            # buckets without a change keep the depth the queue had
+            self.maxima.extend([self.last] * (b - len(self.maxima)))
+            self.current = max(self.last, depth) if opened else depth
+        self.bucket_end = self.t0 + (b + 1) * self.width
         self.last = depth
 
     def window_maxima(self, start: int, end: int, windows: int = 10) -> list[int]:
         """Largest depth in each of ``windows`` equal windows of [start, end]."""
         out = [0] * windows
-        if self.t0 is None or end <= start:
+        if self.bucket_end < 0 or end <= start:
             return out
         span = end - start
-        for b, depth in enumerate(self.maxima):
+        for b, depth in enumerate([*self.maxima, self.current]):
             t = self.t0 + b * self.width
             w = min(windows - 1, max(0, (t - start) * windows // span))
             if depth > out[w]:

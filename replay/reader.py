@@ -56,6 +56,7 @@ class MainLoopReader:
     def _run(self) -> Generator[int | None, None, None]:
         th = self.thread
         host = self.host
+        read_cost = host.profile.read_cost
         ready = self.ready
         from replay.host import VM
 
@@ -74,7 +75,12 @@ class MainLoopReader:
             self.queued.discard(index)
             if vm.paused or not vm.inbox:
                 continue
-            ev = yield from host.read(th, vm)
+            msg = vm.inbox.popleft()
+            cost = read_cost(msg.size)
+            if cost:
+                th.busy_vm = index
+                yield cost
+            ev = host.received(th, vm, msg)
             self.inbox_ready(vm)
             if ev is not None:
                 yield from self.on_event(th, ev)
@@ -101,12 +107,18 @@ class VmReader:
         th = self.thread
         vm = self.vm
         host = self.host
+        read_cost = host.profile.read_cost
         while True:
             if not vm.inbox or vm.paused:
                 self.idle = True
                 th.blocked = None
                 yield PARK
                 continue
-            ev = yield from host.read(th, vm)
+            msg = vm.inbox.popleft()
+            cost = read_cost(msg.size)
+            if cost:
+                th.busy_vm = vm.index
+                yield cost
+            ev = host.received(th, vm, msg)
             if ev is not None:
                 yield from self.on_event(th, ev)
