@@ -1,11 +1,12 @@
 """Trace writer throughput: ``tracer.perfetto`` vs the ``perfetto`` package's builder.
 
-Both write the same packets (checked byte for byte before timing) for a fleet-like record
-mix: per VM, events (arrival, queue depth and bytes, handler stage with the VM mutex) and
-RPCs (arrival, worker, mutex, job, one QMP command). The baseline builds each packet as a
-``TracePacket`` from a precomputed field list and writes it with
-``StreamingTraceProtoBuilder``; the writer is timed from timeline records to file bytes.
-Reports TrackEvents/s of both, their ratio and bytes per TrackEvent.
+Both write the packets of a real fleet replay: the ``fleet`` scenario (200 VMs, 50,000
+messages) replayed in-process under two policies, the records collected in memory. The
+writer is timed from those records to file bytes (only encoding and writing); the
+baseline builds each of the writer's packets as a ``TracePacket`` from a precomputed
+field list and writes it with ``StreamingTraceProtoBuilder`` (the outputs are checked
+byte for byte before timing). Reports TrackEvents/s of both, their ratio and bytes per
+TrackEvent.
 
     python benchmarks/bench_trace_writer.py --fast
 """
@@ -13,9 +14,9 @@ Reports TrackEvents/s of both, their ratio and bytes per TrackEvent.
 from __future__ import annotations
 
 import io
-import random
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,70 +24,47 @@ import pyperf
 from perfetto.protos.perfetto.trace import perfetto_trace_pb2 as pb
 from perfetto.trace_builder.proto_builder import StreamingTraceProtoBuilder
 
+from replay.engine import Record
+from replay.policy import parse_spec
+from replay.profile import load_profile
+from replay.run import Consumer, run
+from replay.scenarios import SCENARIOS
 from tracer.perfetto import TraceWriter
-from tracer.timeline import EventInfo, Kind, QueueInfo, RpcInfo, ThreadInfo, Timeline
+from tracer.timeline import Timeline
 
-VMS = 50
-MESSAGES = 20_000
-POLICIES = 2
+SCENARIO = "fleet"
+PARAMS = {"vms": "200", "messages": "50000"}
+SEED = 0
+POLICIES = ("mainloop", "pool")
 CHUNK = 65_536
-EVENT_NAMES = ["STOP", "RESUME", "RTC_CHANGE", "NIC_RX_FILTER_CHANGED", "BALLOON_CHANGE"]
-APIS = [("virDomainGetXMLDesc", ["query-status"]), ("virDomainSuspend", ["stop"])]
 
 
-def fleet_timeline(spec: str, seed: int) -> Timeline:
-    """A deterministic fleet-like run: events on event workers, RPCs on RPC workers."""
-    rng = random.Random(seed)
-    tl = Timeline(spec=spec, vms=[f"vm-{i:04d}" for i in range(VMS)], paths=["inline", "worker"])
-    tl.threads = ([ThreadInfo("mainloop", "mainloop")]
-                  + [ThreadInfo(f"event-worker-{i}", "event-worker") for i in range(4)]
-                  + [ThreadInfo(f"rpc-worker-{i}", "rpc-worker") for i in range(5)])
-    tl.queues = [QueueInfo(f"vm-{i:04d} events", i) for i in range(VMS)]
-    records: list[tuple[int, int, int, int, int, int]] = []
-    t = 0
-    for _ in range(MESSAGES):
-        t += rng.randrange(1_000, 20_000)
-        vm = rng.randrange(VMS)
-        if rng.random() < 0.67:
-            e = len(tl.events)
-            tl.events.append(EventInfo(vm, rng.choice(EVENT_NAMES), "inline", t, 120))
-            w = 1 + rng.randrange(4)
-            records += [
-                (t, Kind.EVENT_ARRIVE, -1, vm, e, 120), (t, Kind.QUEUE_DEPTH, -1, vm, vm, 1),
-                (t, Kind.QUEUE_BYTES, -1, vm, vm, 120),
-                (t + 100, Kind.QUEUE_DEPTH, -1, vm, vm, 0),
-                (t + 100, Kind.QUEUE_BYTES, -1, vm, vm, 0),
-                (t + 100, Kind.HANDLER_BEGIN, w, vm, e, 0),
-                (t + 110, Kind.LOCK_ACQUIRE, w, vm, -1, 0),
-                (t + 140, Kind.LOCK_RELEASE, w, vm, -1, 30),
-                (t + 140, Kind.HANDLER_END, w, vm, e, 0),
-            ]
-        else:
-            r = len(tl.rpcs)
-            api, commands = rng.choice(APIS)
-            tl.rpcs.append(RpcInfo(vm, api, t, False, commands))
-            w = 5 + rng.randrange(5)
-            records += [
-                (t, Kind.RPC_ARRIVE, -1, vm, r, 0), (t + 50, Kind.RPC_START, w, vm, r, 50),
-                (t + 60, Kind.LOCK_ACQUIRE, w, vm, -1, 0), (t + 70, Kind.JOB_BEGIN, w, vm, r, 0),
-                (t + 80, Kind.LOCK_RELEASE, w, vm, -1, 20), (t + 80, Kind.CMD_SEND, w, vm, r, 0),
-                (t + 500, Kind.CMD_REPLY, w, vm, r, 0), (t + 500, Kind.LOCK_ACQUIRE, w, vm, -1, 0),
-                (t + 520, Kind.JOB_END, w, vm, r, 450), (t + 530, Kind.LOCK_RELEASE, w, vm, -1, 30),
-                (t + 540, Kind.RPC_END, w, vm, r, 0),
-            ]
-    records.sort(key=lambda rec: rec[0])
-    records.append((t + 1_000, Kind.RUN_END, -1, -1, -1, 0))
-    tl.records = records
-    tl.end_ns = t + 1_000
-    return tl
+def collect_into(records: list[Record]) -> Callable[[Timeline], list[Consumer]]:
+    """An ``observe`` callback that keeps a run's records in ``records``."""
+    return lambda _timeline: [records.extend]
 
 
-def write_with_writer(path: str, timelines: list[Timeline]) -> None:
+def fleet_replay() -> list[tuple[Timeline, list[Record]]]:
+    """Each policy's timeline tables and records, from one in-process replay per policy."""
+    scenario = SCENARIOS[SCENARIO]
+    params = scenario.params(PARAMS)
+    header = scenario.header(params, SEED)
+    runs: list[tuple[Timeline, list[Record]]] = []
+    for spec in POLICIES:
+        records: list[Record] = []
+        outcome = run(parse_spec(spec), header.vms, scenario.records(params, SEED),
+                      load_profile("default", header.cost_profile), seed=SEED,
+                      observe=collect_into(records))
+        runs.append((outcome.timeline, records))
+    return runs
+
+
+def write_with_writer(path: str, runs: list[tuple[Timeline, list[Record]]]) -> None:
     with TraceWriter(path) as writer:
-        for tl in timelines:
-            policy = writer.begin_policy(tl)
-            for start in range(0, len(tl.records), CHUNK):
-                policy.feed(tl.records[start:start + CHUNK])
+        for timeline, records in runs:
+            policy = writer.begin_policy(timeline)
+            for start in range(0, len(records), CHUNK):
+                policy.feed(records[start:start + CHUNK])
             policy.end()
 
 
@@ -144,10 +122,10 @@ def write_with_builder(stream: io.BufferedWriter | io.BytesIO,
 
 def main() -> None:
     runner = pyperf.Runner()
-    timelines = [fleet_timeline(f"policy-{p}", seed=p) for p in range(POLICIES)]
+    runs = fleet_replay()
     workdir = Path(tempfile.mkdtemp(prefix="bench-trace-"))
     reference = workdir / "writer.pftrace"
-    write_with_writer(str(reference), timelines)
+    write_with_writer(str(reference), runs)
     data = reference.read_bytes()
     specs = packet_specs(data)
     check = io.BytesIO()
@@ -159,7 +137,7 @@ def main() -> None:
     def time_writer(loops: int) -> float:
         start = time.perf_counter()
         for _ in range(loops):
-            write_with_writer(str(workdir / "w.pftrace"), timelines)
+            write_with_writer(str(workdir / "w.pftrace"), runs)
         return time.perf_counter() - start
 
     def time_builder(loops: int) -> float:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from heapq import heapreplace
 from statistics import fmean, stdev
 from typing import Any
@@ -71,7 +71,6 @@ class Replayed:
     records: list[Record]
     timeline: Timeline
     outcome: RunOutcome
-    session: list[SessionRecord] = field(default_factory=list)
 
     def of(self, kind: Kind, *, ref: int | None = None, vm: int | None = None,
            thread: int | None = None) -> list[Record]:
@@ -86,9 +85,6 @@ class Replayed:
         assert len(found) == 1, (kind, match, found)
         return found[0]
 
-    def thread_named(self, name: str) -> int:
-        return [t.name for t in self.timeline.threads].index(name)
-
     def event_id(self, name: str, vm: int = 0, nth: int = 0) -> int:
         ids = [i for i, e in enumerate(self.timeline.events) if e.name == name and e.vm == vm]
         return ids[nth]
@@ -102,10 +98,9 @@ def replay(spec: str, vms: list[str], session: Iterable[SessionRecord], *,
            profile: Profile | None = None, seed: int = 0) -> Replayed:
     """Replay ``session`` under ``spec`` and keep every timeline record."""
     kept: list[Record] = []
-    recs = list(session)
-    outcome = run(parse_spec(spec), vms, iter(recs), profile or load_profile("default"),
+    outcome = run(parse_spec(spec), vms, iter(session), profile or load_profile("default"),
                   seed=seed, observe=lambda timeline: [kept.extend])
-    return Replayed(kept, outcome.timeline, outcome, recs)
+    return Replayed(kept, outcome.timeline, outcome)
 
 
 class _Idle(Policy):

@@ -34,7 +34,8 @@ SELECT p.name AS policy, s.name, s.ts, s.dur, s.category,
        EXTRACT_ARG(s.arg_set_id, 'debug.error') AS error,
        EXTRACT_ARG(s.arg_set_id, 'debug.unfinished') AS unfinished,
        EXTRACT_ARG(s.arg_set_id, 'debug.dropped') AS dropped,
-       EXTRACT_ARG(s.arg_set_id, 'debug.handled') AS handled
+       EXTRACT_ARG(s.arg_set_id, 'debug.handled') AS handled,
+       EXTRACT_ARG(s.arg_set_id, 'debug.stage') AS stage
 FROM slice s JOIN thread_track tt ON s.track_id = tt.id
 JOIN thread USING (utid) JOIN process p USING (upid)"""
 
@@ -115,6 +116,12 @@ def test_handled_events_and_completed_rpcs(loaded: dict[str, Any]) -> None:
         done = {r[4] for r in _records(tl, Kind.EVENT_DONE)}
         handled = {r["event"] for r in rows if r["name"].startswith("handle:") and r["handled"]}
         assert handled == done
+        # ``handled`` names the path that handled the event.
+        paths = {(r["event"], r["handled"]) for r in rows if r["handled"]}
+        assert paths == {(r[4], tl.paths[r[5]]) for r in _records(tl, Kind.EVENT_DONE)}
+        # Only deferred stages say their stage.
+        deferred = {r["event"] for r in rows if r["name"].startswith("handle:") and r["stage"]}
+        assert deferred == {r[4] for r in _records(tl, Kind.HANDLER_BEGIN) if r[5]}
         completed = [r for r in rows if r["category"] == "rpc" and r["error"] is not None]
         assert len(completed) == len(_records(tl, Kind.RPC_END))
         unfinished = [r["rpc"] for r in rows if r["category"] == "rpc" and r["unfinished"]]
@@ -206,29 +213,39 @@ def test_packets_match_hand_built_trace_packets(tmp_path: Path) -> None:
     tl.records = [(100, Kind.RPC_ARRIVE, -1, 0, 0, 0), (20_000_000_000, Kind.RPC_START, 0, 0, 0, 7)]
     data = write_trace(tmp_path / "b.pftrace", [tl]).read_bytes()
     packets = pb.Trace.FromString(data).packet
+    # The sequence's first packet interns categories, annotation names and VM names.
+    interned = packets[1].interned_data
+    category = {c.name: c.iid for c in interned.event_categories}["rpc"]
+    arg = {a.name: a.iid for a in interned.debug_annotation_names}
+    vm_iid = {s.str: s.iid for s in interned.debug_annotation_string_values}[b"vm-a"]
     begin = packets[-2]  # the last one is the END written by end()
     expected = pb.TracePacket(timestamp=20_000_000_000, trusted_packet_sequence_id=2,
                               sequence_flags=2)
     event = expected.track_event
-    event.category_iids.append(1)
-    for iid, value in ((1, 0), (2, None), (3, 7)):  # rpc, vm, queue_ns
-        arg = event.debug_annotations.add(name_iid=iid)
+    event.category_iids.append(category)
+    for name, value in (("rpc", 0), ("vm", None), ("queue_ns", 7)):
+        annotation = event.debug_annotations.add(name_iid=arg[name])
         if value is None:
-            arg.string_value_iid = 1
+            annotation.string_value_iid = vm_iid
         else:
-            arg.uint_value = value
+            annotation.uint_value = value
     event.type = pb.TrackEvent.TYPE_SLICE_BEGIN
-    event.name_iid = 2
+    event.name_iid = 2  # iid 1 is the arrival's name, interned first
     event.track_uuid = begin.track_event.track_uuid
     event.terminating_flow_ids.append(begin.track_event.terminating_flow_ids[0])
-    interned = expected.interned_data
-    interned.event_names.add(iid=2, name="virDomainSuspend")
-    interned.debug_annotation_names.add(iid=2, name="vm")
-    interned.debug_annotation_names.add(iid=3, name="queue_ns")
-    interned.debug_annotation_string_values.add(iid=1, str=b"vm-a")
+    expected.interned_data.event_names.add(iid=2, name="virDomainSuspend")
     assert begin.SerializeToString() == expected.SerializeToString()
     framed = b"\x0a" + bytes([expected.ByteSize()]) + expected.SerializeToString()
     assert framed in data
+
+
+def test_track_uuids_are_one_counter_across_policies(tmp_path: Path) -> None:
+    """Uuids are unique in the file and short: 0 for the root, then 1, 2, ... in order."""
+    packets = pb.Trace.FromString(write_trace(tmp_path / "u.pftrace", fx.timelines()).read_bytes())
+    uuids = [p.track_descriptor.uuid for p in packets.packet if p.HasField("track_descriptor")]
+    assert uuids == list(range(len(uuids)))
+    used = {p.track_event.track_uuid for p in packets.packet if p.HasField("track_event")}
+    assert used <= set(uuids[1:])
 
 
 def test_same_input_gives_byte_identical_traces(tmp_path: Path) -> None:

@@ -9,9 +9,16 @@ read cost of a message is ``read_ns(record)``; everything else is spelled out pe
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+from statistics import fmean
+from types import ModuleType
+
 import pytest
 
 from replay.profile import load_profile
+from replay.scenarios import SCENARIOS
 from tests.replay_helpers import (
     BETWEEN,
     DEFERRED,
@@ -187,3 +194,35 @@ def test_block_job_abort_is_woken_by_its_event(policy: str) -> None:
     assert run.one(Kind.SYNC_WAKE, ref=rpc)[0::5] == (woken, ev)
     assert run.one(Kind.RPC_END, ref=rpc)[0::5] == (woken + POST, 0)
     assert [f for f in run.timeline.findings if f.kind == "deadlock"] == []
+
+
+def _simpy_fleet() -> ModuleType:
+    """The SimPy baseline model of ``benchmarks/`` (not a package: loaded from its file)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "simpy_fleet.py"
+    spec = importlib.util.spec_from_file_location("simpy_fleet", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("simpy_fleet", module)  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("policy", ["per-vm-thread", "mainloop"])
+def test_simpy_baseline_models_the_same_fleet_workload(policy: str) -> None:
+    # The SimPy model differs only where SimPy's FIFO resources differ from the engine's
+    # non-fair mutex and broadcast job wake-up, and (mainloop) in not routing RPCs through
+    # the main loop: on a lightly contended fleet the means agree closely.
+    fleet = SCENARIOS["fleet"]
+    params = fleet.params({"vms": "20", "messages": "10000"})
+    records = list(fleet.records(params, 0))
+    baseline = _simpy_fleet().simulate(fleet.vms(params), iter(records), policy=policy)
+    run = replay(policy, fleet.vms(params), records)
+    arrive = {r[4]: r[0] for r in run.of(Kind.RPC_ARRIVE)}
+    rpc_lat = [r[0] - arrive[r[4]] for r in run.of(Kind.RPC_END)]
+    ev_arrive = {r[4]: r[0] for r in run.of(Kind.EVENT_ARRIVE)}
+    ev_lat = [r[0] - ev_arrive[r[4]] for r in run.of(Kind.EVENT_DONE)]
+    assert baseline.messages == run.outcome.messages == len(records)
+    assert len(baseline.rpc_latency) == len(rpc_lat) > 0
+    assert len(baseline.event_latency) == len(ev_lat) > 0
+    assert fmean(baseline.rpc_latency) == pytest.approx(fmean(rpc_lat), rel=0.01)
+    assert fmean(baseline.event_latency) == pytest.approx(fmean(ev_lat), rel=0.05)

@@ -109,6 +109,7 @@ def _smallest_size(c: int, rho: float, seed: int, target: float) -> int:
     raise AssertionError(f"c={c} rho={rho}: no size up to {SIZES[-1]} reaches ±3 %")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("c", "rho"), [(1, 0.5), (1, 0.8), (2, 0.5), (2, 0.8), (5, 0.5),
                                         (5, 0.8)])
 def test_mean_queue_wait_agrees_with_erlang_c(c: int, rho: float) -> None:

@@ -9,7 +9,24 @@ Why the protobuf is encoded by hand: building ``TracePacket`` objects costs abou
 event, more than the replay spends per message. Fields are written in field-number order,
 as the official serializer does, so the bytes are identical to ``SerializeToString`` of
 the same packets (a test keeps it so). Track descriptors are rare and use the official
-objects.
+objects. The hot path costs one Python call per record: the packet head (timestamp and
+sequence id) is encoded once per distinct timestamp, and each track caches the encoded
+parts of its events per name, so most packets are a few concatenations of cached bytes.
+
+Size: most packets are a bare slice BEGIN or END, so every byte they share counts.
+
+- Track uuids come from one counter per file, shared by all policies (0 is the root
+  track): unique across the trace, deterministic, and a 1-2 byte varint instead of a
+  policy-prefixed 6-byte one.
+- Flow ids are ``fixed64`` whatever their value, so they keep a roomy layout: policy in
+  the high bits, then the subject id, then one bit for the space (event or RPC), distinct
+  across policies and spaces for up to 2**40 subjects per policy.
+- Categories, annotation names and the VM names are interned in the first packet of the
+  policy's sequence; slice names, paths and finding kinds when first used.
+- Annotations carry what the trace cannot show otherwise (ids, VM, queue time, outcome);
+  what is derivable is left out: the event class follows from the event name, the stage
+  is only written (on the END) for a deferred stage, ``handled`` holds the path that
+  handled the event, and slices on per-VM tracks carry no category (the track says it).
 
 Slices on one track must nest: Perfetto closes the most recent open slice on an END and
 silently mis-times overlapping ones. Every track keeps the stack of slices it opened; an
@@ -22,7 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable
 from types import TracebackType
-from typing import BinaryIO, ClassVar
+from typing import BinaryIO
 
 from perfetto.protos.perfetto.trace import perfetto_trace_pb2 as pb
 
@@ -31,7 +48,6 @@ from tracer.timeline import Kind, Timeline, owner_event, owner_is_event
 _SLICE_BEGIN = 1
 _SLICE_END = 2
 _INSTANT = 3
-_COUNTER = 4
 
 _SEQ_INCREMENTAL_STATE_CLEARED = 1
 _SEQ_NEEDS_INCREMENTAL_STATE = 2
@@ -42,18 +58,21 @@ _PID_BASE = 10000
 #: Thread ids: (policy + 1) * _TID_STRIDE + index + 1, unique across the trace, never a pid.
 _TID_STRIDE = 10_000_000
 _INT32_MAX = 2**31 - 1
-_LOCAL_BITS = 40
 _FLOW_ID_BITS = 40
 _FLOW_EVENT = 0
 _FLOW_RPC = 1
 
+#: Interned in the first packet of every sequence: iid = position + 1.
+_CATEGORIES = ("lock", "job", "event", "rpc", "sync", "finding")
+_ARG_NAMES = ("event", "rpc", "vm", "queue_ns", "error", "handled", "stage", "dropped",
+              "unfinished", "cut", "resumed", "timed_out", "timeout_ns", "woken_by_event",
+              "kind", "detail", "vms", "threads")
+
 
 def _varint(value: int) -> bytes:
-    """Protobuf base-128 varint of a non-negative int (negative: 10-byte two's complement)."""
+    """Protobuf base-128 varint of an int (negative: 10-byte two's complement)."""
     if value < 0:
         value += 1 << 64
-    if value < 0x80:
-        return _SMALL[value] if value < len(_SMALL) else bytes((value,))
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
@@ -62,16 +81,23 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-_SMALL: list[bytes] = []
-_SMALL.extend(bytes((v,)) for v in range(0x80))
-_SMALL.extend(bytes(((v & 0x7F) | 0x80, v >> 7)) for v in range(0x80, 0x4000))
-_SMALL_LIMIT = len(_SMALL)
+#: Varints of 0 .. 2**14 - 1, and the same 14 bits as two bytes that both continue.
+_SMALL = [_varint(v) for v in range(0x4000)]
+_CONT = [bytes(((v & 0x7F) | 0x80, (v >> 7) | 0x80)) for v in range(0x4000)]
+#: A timestamp field tag followed by the low 14 bits of a timestamp of 2**14 ns or more.
+_TS_LOW = [b"\x40" + v for v in _CONT]
+#: ``Trace.packet`` field headers of packets shorter than 2**14 bytes, by length.
+_FRAMES = [b"\x0a" + v for v in _SMALL]
 
 
 def _uvarint(value: int) -> bytes:
-    """Hot-path varint for values known to be non-negative."""
-    if value < _SMALL_LIMIT:
+    """Varint from the tables (14 bits at a time) below 2**42, computed above or if < 0."""
+    if 0 <= value < 0x4000:
         return _SMALL[value]
+    if 0x4000 <= value < 1 << 28:
+        return _CONT[value & 0x3FFF] + _SMALL[value >> 14]
+    if 1 << 28 <= value < 1 << 42:
+        return _CONT[value & 0x3FFF] + _CONT[(value >> 14) & 0x3FFF] + _SMALL[value >> 28]
     return _varint(value)
 
 
@@ -80,8 +106,64 @@ def _field_bytes(tag: bytes, payload: bytes) -> bytes:
     return tag + _uvarint(len(payload)) + payload
 
 
-def _fixed64(value: int) -> bytes:
-    return value.to_bytes(8, "little")
+def _frame(packet: bytes) -> bytes:
+    """A packet as one ``Trace.packet`` field."""
+    n = len(packet)
+    return (_FRAMES[n] if n < 0x4000 else b"\x0a" + _uvarint(n)) + packet
+
+
+def _arg_iid(name: str) -> bytes:
+    return _SMALL[_ARG_NAMES.index(name) + 1]
+
+
+def _cat(name: str) -> bytes:
+    """The ``category_iids`` field of a pre-interned category."""
+    return b"\x18" + _SMALL[_CATEGORIES.index(name) + 1]
+
+
+def _uint_prefixes(name: str) -> list[bytes]:
+    """Everything before the value of a uint annotation, indexed by the value's varint size."""
+    head = b"\x08" + _arg_iid(name) + b"\x18"
+    return [b"\x22" + _SMALL[len(head) + size] + head for size in range(11)]
+
+
+def _arg_uint(name: str, value: int) -> bytes:
+    encoded = _uvarint(value)
+    return _uint_prefixes(name)[len(encoded)] + encoded
+
+
+def _arg_bool(name: str) -> bytes:
+    """A ``true`` marker (false markers are never written)."""
+    entry = b"\x08" + _arg_iid(name) + b"\x10\x01"
+    return b"\x22" + _SMALL[len(entry)] + entry
+
+
+def _arg_str_iid(name: str, iid: int) -> bytes:
+    entry = b"\x08" + _arg_iid(name) + b"\x88\x01" + _uvarint(iid)
+    return b"\x22" + _SMALL[len(entry)] + entry
+
+
+def _arg_text(name: str, value: str) -> bytes:
+    """A string annotation written literally (finding details are unique)."""
+    entry = b"\x08" + _arg_iid(name) + _field_bytes(b"\x32", value.encode())
+    return b"\x22" + _uvarint(len(entry)) + entry
+
+
+_CAT_LOCK, _CAT_JOB, _CAT_EVENT, _CAT_RPC, _CAT_SYNC, _CAT_FINDING = (
+    _cat(c) for c in _CATEGORIES)
+_EVENT_PFX = _uint_prefixes("event")
+_RPC_PFX = _uint_prefixes("rpc")
+_QUEUE_NS_PFX = _uint_prefixes("queue_ns")
+_ERROR = b"\x22\x04\x08" + _arg_iid("error") + b"\x10\x01"
+_NO_ERROR = b"\x22\x04\x08" + _arg_iid("error") + b"\x10\x00"
+_DROPPED = _arg_bool("dropped")
+_UNFINISHED = _arg_bool("unfinished")
+_CUT = _arg_bool("cut")
+_RESUMED = _arg_bool("resumed")
+_TIMED_OUT = _arg_bool("timed_out")
+_FLAG = b"\x68\x02"
+_FLOW_OUT = b"\xf9\x02"
+_FLOW_IN = b"\x81\x03"
 
 
 def flow_id(policy: int, space: int, subject: int) -> int:
@@ -89,15 +171,10 @@ def flow_id(policy: int, space: int, subject: int) -> int:
     return ((policy + 1) << (_FLOW_ID_BITS + 1)) | (subject << 1) | space
 
 
-def track_uuid(policy: int, local: int) -> int:
-    """Track uuid of a policy's ``local``-th track, unique across the whole trace."""
-    return ((policy + 1) << _LOCAL_BITS) | local
-
-
 class _Interner:
     """Interned strings of one kind on one sequence (iids from 1)."""
 
-    __slots__ = ("ids", "field", "field_tag", "pending")
+    __slots__ = ("ids", "field_tag", "field", "pending")
 
     def __init__(self, field: int, pending: list[tuple[int, bytes]]) -> None:
         self.ids: dict[str, int] = {}
@@ -115,17 +192,31 @@ class _Interner:
         return iid
 
 
-class _SliceTrack:
-    """A slice track and the stack of slices open on it."""
+class _Track:
+    """A track, the stack of slices open on it and its cached encodings.
 
-    __slots__ = ("uuid_field", "end_body", "stack")
+    ``keys``/``bodies`` are the open slices, innermost last: the caller's key and the
+    BEGIN body without flows, so a resumed copy can be written again.
+    """
+
+    __slots__ = ("uuid_field", "end_body", "end_rest", "keys", "bodies", "tails",
+                 "handler_tails", "begins", "ends")
 
     def __init__(self, uuid: int) -> None:
         self.uuid_field = b"\x58" + _uvarint(uuid)
         self.end_body = b"\x48\x02" + self.uuid_field
-        #: Open slices, innermost last: (key, category field, rest of the BEGIN body
-        #: without flows), so a resumed copy can put its annotation in field order.
-        self.stack: list[tuple[Hashable, bytes, bytes]] = []
+        #: The ``track_event`` field of a bare END.
+        self.end_rest = b"\x5a" + _SMALL[len(self.end_body)] + self.end_body
+        self.keys: list[Hashable] = []
+        self.bodies: list[bytes] = []
+        #: type, name_iid and track_uuid, per name (or per event name / API).
+        self.tails: dict[Hashable, bytes] = {}
+        #: The same for handler slices, per event name (the slice name has a prefix).
+        self.handler_tails: dict[str, bytes] = {}
+        #: Bodies and ``track_event`` + flags fields of argument-less BEGINs, per name.
+        self.begins: dict[Hashable, tuple[bytes, bytes]] = {}
+        #: ``track_event`` + flags fields of ENDs, per annotation bytes.
+        self.ends: dict[bytes, bytes] = {}
 
 
 class TraceWriter:
@@ -134,6 +225,7 @@ class TraceWriter:
     def __init__(self, path: str) -> None:
         self._file: BinaryIO = open(path, "wb")  # noqa: SIM115 - closed by close()
         self._policies = 0
+        self._next_uuid = 1
         root = pb.TracePacket()
         root.timestamp = 0
         root.trusted_packet_sequence_id = _ROOT_SEQUENCE
@@ -147,6 +239,12 @@ class TraceWriter:
         policy = self._policies
         self._policies += 1
         return PolicyTrace(self, policy, timeline)
+
+    def new_uuid(self) -> int:
+        """The next track uuid: one counter for the whole file keeps uuids short and unique."""
+        uuid = self._next_uuid
+        self._next_uuid += 1
+        return uuid
 
     def write(self, data: bytes) -> None:
         self._file.write(data)
@@ -170,16 +268,20 @@ def _field_number(entry: tuple[int, bytes]) -> int:
     return entry[0]
 
 
-def _frame(packet: bytes) -> bytes:
-    """A packet as one ``Trace.packet`` field."""
-    return b"\x0a" + _uvarint(len(packet)) + packet
+def _head(ts: int, seq: bytes) -> bytes:
+    """Timestamp and sequence id fields: the start of every TrackEvent packet at ``ts``."""
+    return b"\x40" + _uvarint(ts) + seq
 
 
-_Handler = Callable[["PolicyTrace", int, int, int, int, int], None]
+_Handler = Callable[[int, bytes, int, int, int, int], None]
 
 
 class PolicyTrace:
-    """One policy's process: turns its timeline records into TrackEvents as they come."""
+    """One policy's process: turns its timeline records into TrackEvents as they come.
+
+    Record handlers take ``(ts, head, thread, vm, ref, value)``, ``head`` being the
+    encoded start of a packet at ``ts``.
+    """
 
     def __init__(self, writer: TraceWriter, policy: int, timeline: Timeline) -> None:
         self._writer = writer
@@ -187,24 +289,33 @@ class PolicyTrace:
         self._tl = timeline
         self._pid = _PID_BASE + policy
         self._seq_field = b"\x50" + _uvarint(policy + 2)
+        #: Bits 28-41 of a timestamp as the varint's last byte(s), then the sequence id.
+        self._ts_high = [v + self._seq_field for v in _SMALL]
         self._out: list[bytes] = []
+        self._append = self._out.append
         #: Interned entries not written yet: (InternedData field number, bytes).
         self._pending: list[tuple[int, bytes]] = []
-        self._categories = _Interner(1, self._pending)
         self._names = _Interner(2, self._pending)
-        self._arg_names = _Interner(3, self._pending)
-        self._arg_strings = _Interner(29, self._pending)
-        self._next_local = 0
+        self._strings = _Interner(29, self._pending)
         self._now = 0
         self._ended = False
-        self._process_uuid = self._new_uuid()
-        self._threads: list[_SliceTrack] = []
-        self._queue_tracks: list[tuple[bytes, bytes]] = []
-        self._vm_tracks: dict[tuple[int, str], _SliceTrack] = {}
-        self._instant_tracks: dict[tuple[int, str], bytes] = {}
-        self._slice_tracks: list[_SliceTrack] = []
-        self._bodies: dict[tuple[int, bytes, int], bytes] = {}
-        self._cat: dict[str, bytes] = {}
+        self._event_flow = flow_id(policy, _FLOW_EVENT, 0)
+        self._rpc_flow = flow_id(policy, _FLOW_RPC, 0)
+        self._process_uuid = writer.new_uuid()
+        self._threads: list[_Track] = []
+        self._depth_rests: list[list[bytes]] = []
+        self._bytes_rests: list[list[bytes]] = []
+        # Per-VM tracks, described on first use, indexed by VM (-1, no VM: the last entry).
+        slots: list[_Track | None] = [None] * (len(timeline.vms) + 1)
+        self._mutex = list(slots)
+        self._job = list(slots)
+        self._monitor = list(slots)
+        self._paused = list(slots)
+        self._arrivals = list(slots)
+        self._rpc_arrivals = list(slots)
+        self._slice_tracks: list[_Track] = []
+        #: ``handled`` annotations per path index.
+        self._handled: dict[int, bytes] = {}
         #: Events and RPCs that arrived and whose flow is not terminated yet (in flight).
         self._open_event_flows: set[int] = set()
         self._open_rpc_flows: set[int] = set()
@@ -213,202 +324,194 @@ class PolicyTrace:
         #: Events whose EVENT_DONE came just before their last HANDLER_END: event id → path.
         self._done_path: dict[int, int] = {}
         self._describe_process()
-        self._findings_track = self._instant_track(-1, "findings", 1 << 30)
-        self._describe_new_rows()
+        # Indexed by VM; the extra last entry makes index -1 (no VM) give no annotation.
+        self._vm_args = [_arg_str_iid("vm", self._strings.ids[vm]) for vm in timeline.vms]
+        self._vm_args.append(b"")
+        self._findings = self._instant_track(0, -1, "findings", 1 << 30)
+        self._describe_new_rows(0)
+        self._handlers = self._dispatch_table()
         self._flush()
 
     # -- descriptors -------------------------------------------------------------------
 
-    def _new_uuid(self) -> int:
-        uuid = track_uuid(self._policy, self._next_local)
-        self._next_local += 1
-        if self._next_local >= 1 << _LOCAL_BITS:
-            raise ValueError("too many tracks in one policy")
-        return uuid
-
-    def _descriptor(self, fill: pb.TrackDescriptor, flags: int = 0) -> None:
+    def _descriptor(self, ts: int, fill: pb.TrackDescriptor) -> None:
         packet = pb.TracePacket()
-        packet.timestamp = self._now
+        packet.timestamp = ts
         packet.trusted_packet_sequence_id = self._policy + 2
         packet.track_descriptor.CopyFrom(fill)
-        if flags:
-            packet.sequence_flags = flags
-        self._out.append(_frame(packet.SerializeToString()))
+        self._append(_frame(packet.SerializeToString()))
 
     def _describe_process(self) -> None:
-        desc = pb.TrackDescriptor(uuid=self._process_uuid, sibling_order_rank=self._policy)
+        """The first packet of the sequence: clears the interning state, then fills it."""
+        packet = pb.TracePacket()
+        packet.timestamp = 0
+        packet.trusted_packet_sequence_id = self._policy + 2
+        interned = packet.interned_data
+        for iid, name in enumerate(_CATEGORIES, 1):
+            interned.event_categories.add(iid=iid, name=name)
+        for iid, name in enumerate(_ARG_NAMES, 1):
+            interned.debug_annotation_names.add(iid=iid, name=name)
+        strings = self._strings.ids
+        for vm in self._tl.vms:
+            if vm not in strings:
+                strings[vm] = len(strings) + 1
+                interned.debug_annotation_string_values.add(iid=strings[vm], str=vm.encode())
+        packet.sequence_flags = _SEQ_INCREMENTAL_STATE_CLEARED | _SEQ_NEEDS_INCREMENTAL_STATE
+        desc = packet.track_descriptor
+        desc.uuid = self._process_uuid
+        desc.sibling_order_rank = self._policy
         desc.process.pid = self._pid
         desc.process.process_name = self._tl.spec
         desc.child_ordering = pb.TrackDescriptor.EXPLICIT
-        # The first packet of the sequence: it clears the (empty) interning state.
-        self._descriptor(desc, _SEQ_INCREMENTAL_STATE_CLEARED | _SEQ_NEEDS_INCREMENTAL_STATE)
+        self._append(_frame(packet.SerializeToString()))
 
     def _custom_track(self, name: str, rank: int) -> pb.TrackDescriptor:
         return pb.TrackDescriptor(
-            uuid=self._new_uuid(), parent_uuid=self._process_uuid, name=name,
+            uuid=self._writer.new_uuid(), parent_uuid=self._process_uuid, name=name,
             sibling_order_rank=rank,
         )
 
-    def _describe_new_rows(self) -> None:
+    def _describe_new_rows(self, ts: int) -> None:
         """Describe the threads and queues added to the timeline's tables since last time."""
         threads = self._tl.threads
         for index in range(len(self._threads), len(threads)):
             tid = (self._policy + 1) * _TID_STRIDE + index + 1
             if index + 1 >= _TID_STRIDE or tid > _INT32_MAX:
                 raise ValueError("too many threads or policies for unique thread ids")
-            desc = pb.TrackDescriptor(uuid=self._new_uuid(), sibling_order_rank=index)
+            desc = pb.TrackDescriptor(uuid=self._writer.new_uuid(), sibling_order_rank=index)
             desc.thread.pid = self._pid
             desc.thread.tid = tid
             desc.thread.thread_name = threads[index].name
-            self._descriptor(desc)
-            track = _SliceTrack(desc.uuid)
+            self._descriptor(ts, desc)
+            track = _Track(desc.uuid)
             self._threads.append(track)
             self._slice_tracks.append(track)
         queues = self._tl.queues
-        for index in range(len(self._queue_tracks), len(queues)):
-            pair = []
-            for suffix, unit in (("depth", pb.CounterDescriptor.UNIT_COUNT),
-                                 ("bytes", pb.CounterDescriptor.UNIT_SIZE_BYTES)):
+        for index in range(len(self._depth_rests), len(queues)):
+            for suffix, unit, rests in (
+                ("depth", pb.CounterDescriptor.UNIT_COUNT, self._depth_rests),
+                ("bytes", pb.CounterDescriptor.UNIT_SIZE_BYTES, self._bytes_rests),
+            ):
                 desc = self._custom_track(f"{queues[index].name} {suffix}", 1 << 29)
                 desc.counter.unit = unit
-                self._descriptor(desc)
-                pair.append(b"\x48\x04\x58" + _uvarint(desc.uuid) + b"\xf0\x01")
-            self._queue_tracks.append((pair[0], pair[1]))
+                self._descriptor(ts, desc)
+                body = b"\x48\x04\x58" + _uvarint(desc.uuid) + b"\xf0\x01"
+                # The track_event field up to the counter value, by the value's varint size.
+                rests.append([b"\x5a" + _SMALL[len(body) + size] + body for size in range(11)])
 
     def _vm_name(self, vm: int, what: str) -> str:
         return what if vm < 0 else f"{self._tl.vms[vm]} {what}"
 
-    def _vm_track(self, vm: int, what: str, slot: int) -> _SliceTrack:
-        track = self._vm_tracks.get((vm, what))
-        if track is None:
-            desc = self._custom_track(self._vm_name(vm, what), (vm + 1) * 8 + slot)
-            self._descriptor(desc)
-            track = _SliceTrack(desc.uuid)
-            self._vm_tracks[(vm, what)] = track
-            self._slice_tracks.append(track)
+    def _vm_track(self, ts: int, vm: int, what: str, slot: int,
+                  tracks: list[_Track | None]) -> _Track:
+        """Describe VM ``vm``'s slice track ``what``, stored in ``tracks[vm]``."""
+        track = tracks[vm] = self._instant_track(ts, vm, what, (vm + 1) * 8 + slot)
+        self._slice_tracks.append(track)
         return track
 
-    def _instant_track(self, vm: int, what: str, rank: int) -> bytes:
-        """The ``track_uuid`` field of an instant-only track."""
-        field = self._instant_tracks.get((vm, what))
-        if field is None:
-            desc = self._custom_track(self._vm_name(vm, what), rank)
-            self._descriptor(desc)
-            field = b"\x58" + _uvarint(desc.uuid)
-            self._instant_tracks[(vm, what)] = field
-        return field
+    def _instant_track(self, ts: int, vm: int, what: str, rank: int,
+                       tracks: list[_Track | None] | None = None) -> _Track:
+        """Describe a track; instant-only ones have no slices to close at the end."""
+        desc = self._custom_track(self._vm_name(vm, what), rank)
+        self._descriptor(ts, desc)
+        track = _Track(desc.uuid)
+        if tracks is not None:
+            tracks[vm] = track
+        return track
 
     # -- TrackEvent encoding -----------------------------------------------------------
 
-    def _packet(self, ts: int, body: bytes, interned: bool) -> None:
-        packet = b"\x40" + _uvarint(ts) + self._seq_field + b"\x5a" + _uvarint(len(body)) + body
+    def _emit(self, head: bytes, body: bytes, interned: bool) -> None:
+        """One TrackEvent packet; interned entries not written yet go with it."""
+        packet = head + _field_bytes(b"\x5a", body)
         if self._pending:
             # Field-number order, as the official serializer writes InternedData.
             data = b"".join(entry for _, entry in sorted(self._pending, key=_field_number))
             self._pending.clear()
-            packet += b"\x62" + _uvarint(len(data)) + data
+            packet += _field_bytes(b"\x62", data)
             interned = True
         if interned:
-            packet += b"\x68\x02"
-        self._out.append(b"\x0a" + _uvarint(len(packet)) + packet)
+            packet += _FLAG
+        self._append(_frame(packet))
 
-    def _body_tail(self, kind: int, name: str, track_field: bytes) -> bytes:
-        """type, name_iid and track_uuid of a TrackEvent, cached per (type, track, name)."""
-        iid = self._names.iid(name)
-        key = (kind, track_field, iid)
-        tail = self._bodies.get(key)
-        if tail is None:
-            tail = b"\x48" + _uvarint(kind) + b"\x50" + _uvarint(iid) + track_field
-            self._bodies[key] = tail
+    def _tail(self, track: _Track, kind: int, name: str) -> bytes:
+        """type, name_iid and track_uuid of a TrackEvent (the caller caches it)."""
+        return (b"\x48" + _SMALL[kind] + b"\x50" + _uvarint(self._names.iid(name))
+                + track.uuid_field)
+
+    def _new_tail(self, track: _Track, key: Hashable, kind: int, name: str) -> bytes:
+        tail = track.tails[key] = self._tail(track, kind, name)
         return tail
 
-    def _category(self, name: str) -> bytes:
-        field = self._cat.get(name)
-        if field is None:
-            field = b"\x18" + _uvarint(self._categories.iid(name))
-            self._cat[name] = field
-        return field
-
-    def _arg_uint(self, name: str, value: int) -> bytes:
-        entry = b"\x08" + _uvarint(self._arg_names.iid(name)) + b"\x18" + _uvarint(value)
-        return b"\x22" + _uvarint(len(entry)) + entry
-
-    def _arg_int(self, name: str, value: int) -> bytes:
-        entry = b"\x08" + _uvarint(self._arg_names.iid(name)) + b"\x20" + _varint(value)
-        return b"\x22" + _uvarint(len(entry)) + entry
-
-    def _arg_bool(self, name: str, value: bool) -> bytes:
-        entry = (b"\x08" + _uvarint(self._arg_names.iid(name))
-                 + (b"\x10\x01" if value else b"\x10\x00"))
-        return b"\x22" + _uvarint(len(entry)) + entry
-
-    def _arg_str(self, name: str, value: str) -> bytes:
-        """A string annotation with an interned value (VM names, paths, classes recur)."""
-        entry = (b"\x08" + _uvarint(self._arg_names.iid(name))
-                 + b"\x88\x01" + _uvarint(self._arg_strings.iid(value)))
-        return b"\x22" + _uvarint(len(entry)) + entry
-
-    def _arg_text(self, name: str, value: str) -> bytes:
-        """A string annotation written literally (finding details are unique)."""
-        entry = (b"\x08" + _uvarint(self._arg_names.iid(name))
-                 + _field_bytes(b"\x32", value.encode()))
-        return b"\x22" + _uvarint(len(entry)) + entry
-
-    def _vm_arg(self, vm: int) -> bytes:
-        return self._arg_str("vm", self._tl.vms[vm]) if vm >= 0 else b""
+    def _string(self, name: str, value: str) -> bytes:
+        """A string annotation with an interned value (paths and kinds recur)."""
+        return _arg_str_iid(name, self._strings.iid(value))
 
     # -- slices ------------------------------------------------------------------------
 
-    def _begin(
-        self, ts: int, track: _SliceTrack, key: Hashable, category: str, name: str,
-        args: bytes, flows: bytes = b"",
-    ) -> None:
-        cat = self._category(category)
-        rest = args + self._body_tail(_SLICE_BEGIN, name, track.uuid_field)
-        track.stack.append((key, cat, rest))
-        self._packet(ts, cat + rest + flows, True)
+    def _begin(self, head: bytes, track: _Track, key: Hashable, cat: bytes, name: str,
+               args: bytes) -> None:
+        tail = track.tails.get(name) or self._new_tail(track, name, _SLICE_BEGIN, name)
+        body = cat + args + tail
+        track.keys.append(key)
+        track.bodies.append(body)
+        self._emit(head, body, True)
 
-    def _end(self, ts: int, track: _SliceTrack, key: Hashable, args: bytes = b"") -> None:
+    def _begin_fixed(self, head: bytes, track: _Track, key: Hashable, name: str) -> None:
+        """A BEGIN without category, annotations or flows: its bytes are cached per name."""
+        entry = track.begins.get(name)
+        track.keys.append(key)
+        if entry is None:
+            body = self._tail(track, _SLICE_BEGIN, name)
+            track.begins[name] = (body, _field_bytes(b"\x5a", body) + _FLAG)
+            track.bodies.append(body)
+            self._emit(head, body, True)
+            return
+        track.bodies.append(entry[0])
+        packet = head + entry[1]
+        self._append(_FRAMES[len(packet)] + packet)
+
+    def _end(self, head: bytes, track: _Track, key: Hashable, args: bytes = b"") -> None:
         """Close the slice opened with ``key``; slices opened after it are cut and resumed."""
-        stack = track.stack
-        if not stack:
-            return
-        if stack[-1][0] == key:
-            stack.pop()
-            self._close(ts, track, args)
-            return
-        depth = next((i for i in range(len(stack) - 1, -1, -1) if stack[i][0] == key), -1)
-        if depth < 0:
-            return
-        inner = stack[depth + 1:]
-        del stack[depth:]
-        cut = self._arg_bool("cut", True)
+        keys = track.keys
+        if keys and keys[-1] == key:
+            keys.pop()
+            track.bodies.pop()
+            self._close(head, track, args)
+        elif key in keys:
+            self._cut(head, track, key, args)
+
+    def _cut(self, head: bytes, track: _Track, key: Hashable, args: bytes) -> None:
+        keys, bodies = track.keys, track.bodies
+        depth = len(keys) - 1 - keys[::-1].index(key)
+        inner = list(zip(keys[depth + 1:], bodies[depth + 1:], strict=True))
+        del keys[depth:]
+        del bodies[depth:]
         for _ in inner:
-            self._close(ts, track, cut)
-        self._close(ts, track, args)
-        resumed = self._arg_bool("resumed", True)
-        for key_inner, cat, rest in inner:
-            rest = resumed + rest
-            stack.append((key_inner, cat, rest))
-            self._packet(ts, cat + rest, True)
+            self._close(head, track, _CUT)
+        self._close(head, track, args)
+        for key_inner, body in inner:
+            # The marker goes first among the annotations, after the category if any.
+            at = 2 if body[:1] == b"\x18" else 0
+            if not body.startswith(_RESUMED, at):
+                body = body[:at] + _RESUMED + body[at:]
+            keys.append(key_inner)
+            bodies.append(body)
+            self._emit(head, body, True)
 
-    def _close(self, ts: int, track: _SliceTrack, args: bytes) -> None:
+    def _close(self, head: bytes, track: _Track, args: bytes) -> None:
         if args:
-            self._packet(ts, args + track.end_body, True)
+            self._emit(head, args + track.end_body, True)
         else:
-            self._packet(ts, track.end_body, False)
+            packet = head + track.end_rest
+            self._append(_FRAMES[len(packet)] + packet)
 
-    def _instant(self, ts: int, track_field: bytes, category: str, name: str, args: bytes,
-                 flows: bytes = b"") -> None:
-        body = self._category(category) + args + self._body_tail(_INSTANT, name, track_field)
-        self._packet(ts, body + flows, True)
-
-    def _close_all(self, ts: int) -> None:
-        unfinished = self._arg_bool("unfinished", True)
+    def _close_all(self, head: bytes) -> None:
         for track in self._slice_tracks:
-            while track.stack:
-                track.stack.pop()
-                self._close(ts, track, unfinished)
+            while track.keys:
+                track.keys.pop()
+                track.bodies.pop()
+                self._close(head, track, _UNFINISHED)
 
     # -- records -----------------------------------------------------------------------
 
@@ -416,18 +519,28 @@ class PolicyTrace:
         """Encode a chunk of records (in time order) and write it out."""
         if self._ended:
             raise ValueError("records fed after end()")
-        self._describe_new_rows()
-        handlers = _HANDLERS
+        self._describe_new_rows(self._now)
+        handlers = self._handlers
+        seq = self._seq_field
+        low, cont, high = _TS_LOW, _CONT, self._ts_high
+        last = -1
+        head = b""
         for ts, kind, thread, vm, ref, value in records:
-            self._now = ts
-            handlers[kind](self, ts, thread, vm, ref, value)
+            if ts != last:
+                last = ts
+                # _head() from tables: 1e10-ns timestamps need 5-6 varint bytes.
+                head = (low[ts & 0x3FFF] + cont[(ts >> 14) & 0x3FFF] + high[ts >> 28]
+                        if 0x10000000 <= ts < 0x40000000000 else _head(ts, seq))
+            handlers[kind](ts, head, thread, vm, ref, value)
+        if last >= 0:
+            self._now = last
         self._flush()
 
     def end(self) -> None:
         """Close whatever is still open (normally ``RUN_END`` did) and write it out."""
         if not self._ended:
-            self._describe_new_rows()
-            self._close_all(self._now)
+            self._describe_new_rows(self._now)
+            self._close_all(_head(self._now, self._seq_field))
             self._ended = True
             self._flush()
 
@@ -441,163 +554,306 @@ class PolicyTrace:
             return "event:" + self._tl.events[owner_event(owner)].name
         return self._tl.rpcs[owner].api
 
-    def _lock_wait(self, ts: int, thread: int, vm: int, ref: int, value: int) -> None:
-        self._begin(ts, self._threads[thread], "lock.wait", "lock", "lock.wait", self._vm_arg(vm))
+    def _lock_wait(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
+                   value: int) -> None:
+        self._begin(head, self._threads[thread], "lock.wait", _CAT_LOCK, "lock.wait",
+                    self._vm_args[vm])
 
-    def _lock_acquire(self, ts: int, thread: int, vm: int, ref: int, value: int) -> None:
-        self._end(ts, self._threads[thread], "lock.wait")
-        self._begin(ts, self._vm_track(vm, "mutex", 0), thread, "lock",
-                    self._tl.threads[thread].name, b"")
+    def _lock_acquire(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
+                      value: int) -> None:
+        waiter = self._threads[thread]
+        if "lock.wait" in waiter.keys:
+            self._end(head, waiter, "lock.wait")
+        track = self._mutex[vm] or self._vm_track(ts, vm, "mutex", 0, self._mutex)
+        entry = track.begins.get(thread)
+        track.keys.append(thread)
+        if entry is None:
+            body = self._tail(track, _SLICE_BEGIN, self._tl.threads[thread].name)
+            track.begins[thread] = (body, _field_bytes(b"\x5a", body) + _FLAG)
+            track.bodies.append(body)
+            self._emit(head, body, True)
+            return
+        track.bodies.append(entry[0])
+        packet = head + entry[1]
+        self._append(_FRAMES[len(packet)] + packet)
 
-    def _lock_release(self, ts: int, thread: int, vm: int, ref: int, value: int) -> None:
-        self._end(ts, self._vm_track(vm, "mutex", 0), thread)
+    def _lock_release(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
+                      value: int) -> None:
+        track = self._mutex[vm] or self._vm_track(ts, vm, "mutex", 0, self._mutex)
+        keys = track.keys
+        if keys and keys[-1] == thread:
+            keys.pop()
+            track.bodies.pop()
+            packet = head + track.end_rest
+            self._append(_FRAMES[len(packet)] + packet)
+        elif thread in keys:
+            self._cut(head, track, thread, b"")
 
-    def _job_wait(self, ts: int, thread: int, vm: int, ref: int, value: int) -> None:
-        self._begin(ts, self._threads[thread], "job.wait", "job", "job.wait", self._vm_arg(vm))
+    def _job_wait(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
+                  value: int) -> None:
+        self._begin(head, self._threads[thread], "job.wait", _CAT_JOB, "job.wait",
+                    self._vm_args[vm])
 
-    def _job_begin(self, ts: int, thread: int, vm: int, ref: int, value: int) -> None:
-        self._end(ts, self._threads[thread], "job.wait")
-        self._begin(ts, self._vm_track(vm, "job", 1), ref, "job", self._owner_name(ref), b"")
+    def _job_begin(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
+                   value: int) -> None:
+        waiter = self._threads[thread]
+        if "job.wait" in waiter.keys:
+            self._end(head, waiter, "job.wait")
+        track = self._job[vm] or self._vm_track(ts, vm, "job", 1, self._job)
+        name = self._tl.rpcs[ref].api if ref >= 0 else self._owner_name(ref)
+        self._begin_fixed(head, track, ref, name)
 
-    def _job_end(self, ts: int, thread: int, vm: int, ref: int, value: int) -> None:
-        self._end(ts, self._vm_track(vm, "job", 1), ref)
+    def _job_end(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
+                 value: int) -> None:
+        track = self._job[vm] or self._vm_track(ts, vm, "job", 1, self._job)
+        keys = track.keys
+        if keys and keys[-1] == ref:
+            keys.pop()
+            track.bodies.pop()
+            packet = head + track.end_rest
+            self._append(_FRAMES[len(packet)] + packet)
+        elif ref in keys:
+            self._cut(head, track, ref, b"")
 
-    def _job_timeout(self, ts: int, thread: int, vm: int, ref: int, value: int) -> None:
-        self._end(ts, self._threads[thread], "job.wait", self._arg_bool("timed_out", True))
+    def _job_timeout(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
+                     value: int) -> None:
+        self._end(head, self._threads[thread], "job.wait", _TIMED_OUT)
 
-    def _handler_begin(self, ts: int, thread: int, vm: int, ref: int, value: int) -> None:
-        event = self._tl.events[ref]
-        args = (self._arg_uint("event", ref) + self._vm_arg(vm) + self._arg_uint("stage", value)
-                + self._arg_str("class", event.cls))
-        flows = b""
-        if ref in self._open_event_flows:
-            self._open_event_flows.discard(ref)
-            flows = b"\x81\x03" + _fixed64(flow_id(self._policy, _FLOW_EVENT, ref))
-        self._begin(ts, self._threads[thread], ("handler", ref), "event", "handle:" + event.name,
-                    args, flows)
+    def _handler_begin(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
+                       value: int) -> None:
+        track = self._threads[thread]
+        name = self._tl.events[ref].name
+        tail = track.handler_tails.get(name)
+        if tail is None:
+            tail = track.handler_tails[name] = self._tail(track, _SLICE_BEGIN, "handle:" + name)
+        encoded = _SMALL[ref] if ref < 0x4000 else _uvarint(ref)
+        body = _CAT_EVENT + _EVENT_PFX[len(encoded)] + encoded + self._vm_args[vm] + tail
+        track.keys.append(ref << 1)
+        track.bodies.append(body)
+        flows = self._open_event_flows
+        if ref in flows:
+            flows.discard(ref)
+            body += _FLOW_IN + (self._event_flow | ref << 1).to_bytes(8, "little")
+        if self._pending:
+            self._emit(head, body, True)
+        else:
+            packet = head + b"\x5a" + _SMALL[len(body)] + body + _FLAG
+            self._append(_FRAMES[len(packet)] + packet)
 
-    def _handler_end(self, ts: int, thread: int, vm: int, ref: int, value: int) -> None:
+    def _handler_end(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
+                     value: int) -> None:
+        track = self._threads[thread]
         args = b""
         path = self._done_path.pop(ref, None)
         if path is not None:
-            args = self._arg_str("path", self._tl.paths[path]) + self._arg_bool("handled", True)
+            args = self._handled.get(path) or self._handled_arg(path)
+        if value:
+            args += _arg_uint("stage", value)
         if ref in self._dropped_in_handler:
             self._dropped_in_handler.discard(ref)
-            args += self._arg_bool("dropped", True)
-        self._end(ts, self._threads[thread], ("handler", ref), args)
+            args += _DROPPED
+        keys = track.keys
+        key = ref << 1
+        if not (keys and keys[-1] == key):
+            self._end(head, track, key, args)
+            return
+        keys.pop()
+        track.bodies.pop()
+        if not args:
+            packet = head + track.end_rest
+        elif self._pending:
+            self._emit(head, args + track.end_body, True)
+            return
+        else:
+            rest = track.ends.get(args)
+            if rest is None:
+                rest = track.ends[args] = _field_bytes(b"\x5a", args + track.end_body) + _FLAG
+            packet = head + rest
+        self._append(_FRAMES[len(packet)] + packet)
 
-    def _event_done(self, ts: int, thread: int, vm: int, ref: int, value: int) -> None:
+    def _handled_arg(self, path: int) -> bytes:
+        arg = self._handled[path] = self._string("handled", self._tl.paths[path])
+        return arg
+
+    def _event_done(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
+                    value: int) -> None:
         self._done_path[ref] = value
 
-    def _event_arrive(self, ts: int, thread: int, vm: int, ref: int, value: int) -> None:
+    def _event_arrive(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
+                      value: int) -> None:
         self._open_event_flows.add(ref)
-        self._instant(ts, self._instant_track(vm, "arrivals", (vm + 1) * 8 + 4), "event",
-                      "arrive:" + self._tl.events[ref].name,
-                      self._arg_uint("event", ref) + self._arg_uint("bytes", value),
-                      b"\xf9\x02" + _fixed64(flow_id(self._policy, _FLOW_EVENT, ref)))
+        track = self._arrivals[vm] or self._instant_track(
+            ts, vm, "arrivals", (vm + 1) * 8 + 4, self._arrivals)
+        name = self._tl.events[ref].name
+        tail = track.tails.get(name) or self._new_tail(track, name, _INSTANT, "arrive:" + name)
+        encoded = _SMALL[ref] if ref < 0x4000 else _uvarint(ref)
+        body = (_EVENT_PFX[len(encoded)] + encoded + tail + _FLOW_OUT
+                + (self._event_flow | ref << 1).to_bytes(8, "little"))
+        if self._pending:
+            self._emit(head, body, True)
+        else:
+            packet = head + b"\x5a" + _SMALL[len(body)] + body + _FLAG
+            self._append(_FRAMES[len(packet)] + packet)
 
-    def _event_dropped(self, ts: int, thread: int, vm: int, ref: int, value: int) -> None:
+    def _event_dropped(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
+                       value: int) -> None:
         self._open_event_flows.discard(ref)
         if thread >= 0:
             self._dropped_in_handler.add(ref)
 
-    def _ignore(self, ts: int, thread: int, vm: int, ref: int, value: int) -> None:
+    def _ignore(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
+                value: int) -> None:
         """Records shown through other kinds (message reads)."""
 
-    def _queue_depth(self, ts: int, thread: int, vm: int, ref: int, value: int) -> None:
-        self._packet(ts, self._queue_tracks[ref][0] + _uvarint(value), False)
+    def _queue_depth(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
+                     value: int) -> None:
+        encoded = _SMALL[value] if 0 <= value < 0x4000 else _uvarint(value)
+        packet = head + self._depth_rests[ref][len(encoded)] + encoded
+        self._append(_FRAMES[len(packet)] + packet)
 
-    def _queue_bytes(self, ts: int, thread: int, vm: int, ref: int, value: int) -> None:
-        self._packet(ts, self._queue_tracks[ref][1] + _uvarint(value), False)
+    def _queue_bytes(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
+                     value: int) -> None:
+        encoded = _SMALL[value] if 0 <= value < 0x4000 else _uvarint(value)
+        packet = head + self._bytes_rests[ref][len(encoded)] + encoded
+        self._append(_FRAMES[len(packet)] + packet)
 
-    def _read_paused(self, ts: int, thread: int, vm: int, ref: int, value: int) -> None:
-        self._begin(ts, self._vm_track(vm, "reading paused", 3), "paused", "monitor", "paused", b"")
+    def _read_paused(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
+                     value: int) -> None:
+        track = self._paused[vm] or self._vm_track(ts, vm, "reading paused", 3, self._paused)
+        self._begin_fixed(head, track, "paused", "paused")
 
-    def _read_resumed(self, ts: int, thread: int, vm: int, ref: int, value: int) -> None:
-        self._end(ts, self._vm_track(vm, "reading paused", 3), "paused")
+    def _read_resumed(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
+                      value: int) -> None:
+        track = self._paused[vm] or self._vm_track(ts, vm, "reading paused", 3, self._paused)
+        self._end(head, track, "paused")
 
-    def _rpc_arrive(self, ts: int, thread: int, vm: int, ref: int, value: int) -> None:
+    def _rpc_arrive(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
+                    value: int) -> None:
         self._open_rpc_flows.add(ref)
-        self._instant(ts, self._instant_track(vm, "rpc arrivals", (vm + 1) * 8 + 5), "rpc",
-                      "arrive:" + self._tl.rpcs[ref].api, self._arg_uint("rpc", ref),
-                      b"\xf9\x02" + _fixed64(flow_id(self._policy, _FLOW_RPC, ref)))
+        track = self._rpc_arrivals[vm] or self._instant_track(
+            ts, vm, "rpc arrivals", (vm + 1) * 8 + 5, self._rpc_arrivals)
+        api = self._tl.rpcs[ref].api
+        tail = track.tails.get(api) or self._new_tail(track, api, _INSTANT, "arrive:" + api)
+        encoded = _SMALL[ref] if ref < 0x4000 else _uvarint(ref)
+        body = (_RPC_PFX[len(encoded)] + encoded + tail + _FLOW_OUT
+                + (self._rpc_flow | ref << 1).to_bytes(8, "little"))
+        if self._pending:
+            self._emit(head, body, True)
+        else:
+            packet = head + b"\x5a" + _SMALL[len(body)] + body + _FLAG
+            self._append(_FRAMES[len(packet)] + packet)
 
-    def _rpc_start(self, ts: int, thread: int, vm: int, ref: int, value: int) -> None:
-        args = self._arg_uint("rpc", ref) + self._vm_arg(vm) + self._arg_uint("queue_ns", value)
-        flows = b""
-        if ref in self._open_rpc_flows:
-            self._open_rpc_flows.discard(ref)
-            flows = b"\x81\x03" + _fixed64(flow_id(self._policy, _FLOW_RPC, ref))
-        self._begin(ts, self._threads[thread], ("rpc", ref), "rpc", self._tl.rpcs[ref].api,
-                    args, flows)
+    def _rpc_start(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
+                   value: int) -> None:
+        track = self._threads[thread]
+        api = self._tl.rpcs[ref].api
+        tail = track.tails.get(api) or self._new_tail(track, api, _SLICE_BEGIN, api)
+        encoded = _SMALL[ref] if ref < 0x4000 else _uvarint(ref)
+        queued = _SMALL[value] if 0 <= value < 0x4000 else _uvarint(value)
+        body = (_CAT_RPC + _RPC_PFX[len(encoded)] + encoded + self._vm_args[vm]
+                + _QUEUE_NS_PFX[len(queued)] + queued + tail)
+        track.keys.append(ref << 1 | 1)
+        track.bodies.append(body)
+        flows = self._open_rpc_flows
+        if ref in flows:
+            flows.discard(ref)
+            body += _FLOW_IN + (self._rpc_flow | ref << 1).to_bytes(8, "little")
+        if self._pending:
+            self._emit(head, body, True)
+        else:
+            packet = head + b"\x5a" + _SMALL[len(body)] + body + _FLAG
+            self._append(_FRAMES[len(packet)] + packet)
 
-    def _rpc_end(self, ts: int, thread: int, vm: int, ref: int, value: int) -> None:
-        self._end(ts, self._threads[thread], ("rpc", ref), self._arg_bool("error", value != 0))
+    def _rpc_end(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
+                 value: int) -> None:
+        track = self._threads[thread]
+        args = _ERROR if value else _NO_ERROR
+        keys = track.keys
+        key = ref << 1 | 1
+        if not (keys and keys[-1] == key):
+            self._end(head, track, key, args)
+            return
+        keys.pop()
+        track.bodies.pop()
+        rest = track.ends.get(args)
+        if rest is None:
+            rest = track.ends[args] = _field_bytes(b"\x5a", args + track.end_body) + _FLAG
+        packet = head + rest
+        self._append(_FRAMES[len(packet)] + packet)
 
-    def _cmd_send(self, ts: int, thread: int, vm: int, ref: int, value: int) -> None:
-        name = "handler command" if owner_is_event(ref) else self._tl.rpcs[ref].commands[value]
-        self._begin(ts, self._vm_track(vm, "monitor", 2), ref, "monitor", name, b"")
+    def _cmd_send(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
+                  value: int) -> None:
+        track = self._monitor[vm] or self._vm_track(ts, vm, "monitor", 2, self._monitor)
+        name = "handler command" if ref < 0 else self._tl.rpcs[ref].commands[value]
+        self._begin_fixed(head, track, ref, name)
 
-    def _cmd_reply(self, ts: int, thread: int, vm: int, ref: int, value: int) -> None:
-        self._end(ts, self._vm_track(vm, "monitor", 2), ref,
-                  self._arg_bool("error", True) if value else b"")
+    def _cmd_reply(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
+                   value: int) -> None:
+        track = self._monitor[vm] or self._vm_track(ts, vm, "monitor", 2, self._monitor)
+        keys = track.keys
+        if not value and keys and keys[-1] == ref:
+            keys.pop()
+            track.bodies.pop()
+            packet = head + track.end_rest
+            self._append(_FRAMES[len(packet)] + packet)
+        else:
+            self._end(head, track, ref, _ERROR if value else b"")
 
-    def _sync_wait(self, ts: int, thread: int, vm: int, ref: int, value: int) -> None:
-        self._begin(ts, self._threads[thread], "sync.wait", "sync", "sync.wait",
-                    self._arg_uint("rpc", ref) + self._vm_arg(vm)
-                    + self._arg_uint("timeout_ns", value))
+    def _sync_wait(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
+                   value: int) -> None:
+        self._begin(head, self._threads[thread], "sync.wait", _CAT_SYNC, "sync.wait",
+                    _arg_uint("rpc", ref) + self._vm_args[vm] + _arg_uint("timeout_ns", value))
 
-    def _sync_wake(self, ts: int, thread: int, vm: int, ref: int, value: int) -> None:
-        args = (self._arg_bool("timed_out", True) if value < 0
-                else self._arg_uint("woken_by_event", value))
-        self._end(ts, self._threads[thread], "sync.wait", args)
+    def _sync_wake(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
+                   value: int) -> None:
+        args = _TIMED_OUT if value < 0 else _arg_uint("woken_by_event", value)
+        self._end(head, self._threads[thread], "sync.wait", args)
 
-    def _finding(self, ts: int, thread: int, vm: int, ref: int, value: int) -> None:
+    def _finding(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
+                 value: int) -> None:
         finding = self._tl.findings[ref]
-        args = (self._arg_str("kind", finding.kind) + self._arg_text("detail", finding.detail)
-                + self._arg_text("vms", ", ".join(finding.vms))
-                + self._arg_text("threads", ", ".join(finding.threads)))
-        self._instant(ts, self._findings_track, "finding", finding.kind, args)
+        track = self._findings
+        tail = track.tails.get(finding.kind) or self._new_tail(
+            track, finding.kind, _INSTANT, finding.kind)
+        args = (self._string("kind", finding.kind) + _arg_text("detail", finding.detail)
+                + _arg_text("vms", ", ".join(finding.vms))
+                + _arg_text("threads", ", ".join(finding.threads)))
+        self._emit(head, _CAT_FINDING + args + tail, True)
 
-    def _run_end(self, ts: int, thread: int, vm: int, ref: int, value: int) -> None:
-        self._close_all(ts)
+    def _run_end(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
+                 value: int) -> None:
+        self._close_all(head)
 
-    by_kind: ClassVar[dict[Kind, _Handler]] = {
-        Kind.LOCK_WAIT: _lock_wait,
-        Kind.LOCK_ACQUIRE: _lock_acquire,
-        Kind.LOCK_RELEASE: _lock_release,
-        Kind.JOB_WAIT: _job_wait,
-        Kind.JOB_BEGIN: _job_begin,
-        Kind.JOB_END: _job_end,
-        Kind.JOB_TIMEOUT: _job_timeout,
-        Kind.HANDLER_BEGIN: _handler_begin,
-        Kind.HANDLER_END: _handler_end,
-        Kind.EVENT_ARRIVE: _event_arrive,
-        Kind.EVENT_DROPPED: _event_dropped,
-        Kind.MSG_READ: _ignore,
-        Kind.QUEUE_DEPTH: _queue_depth,
-        Kind.QUEUE_BYTES: _queue_bytes,
-        Kind.READ_PAUSED: _read_paused,
-        Kind.READ_RESUMED: _read_resumed,
-        Kind.EVENT_DONE: _event_done,
-        Kind.RPC_ARRIVE: _rpc_arrive,
-        Kind.RPC_START: _rpc_start,
-        Kind.RPC_END: _rpc_end,
-        Kind.CMD_SEND: _cmd_send,
-        Kind.CMD_REPLY: _cmd_reply,
-        Kind.SYNC_WAIT: _sync_wait,
-        Kind.SYNC_WAKE: _sync_wake,
-        Kind.FINDING: _finding,
-        Kind.RUN_END: _run_end,
-    }
-
-
-def _dispatch_table() -> list[_Handler]:
-    """Record handlers indexed by kind number (a list: the hot loop indexes it per record)."""
-    table: list[_Handler] = [PolicyTrace._ignore] * (max(Kind) + 1)
-    for kind, handler in PolicyTrace.by_kind.items():
-        table[kind] = handler
-    return table
-
-
-_HANDLERS = _dispatch_table()
+    def _dispatch_table(self) -> list[_Handler]:
+        """Record handlers indexed by kind number (a list: the hot loop indexes it per record)."""
+        by_kind: dict[Kind, _Handler] = {
+            Kind.LOCK_WAIT: self._lock_wait,
+            Kind.LOCK_ACQUIRE: self._lock_acquire,
+            Kind.LOCK_RELEASE: self._lock_release,
+            Kind.JOB_WAIT: self._job_wait,
+            Kind.JOB_BEGIN: self._job_begin,
+            Kind.JOB_END: self._job_end,
+            Kind.JOB_TIMEOUT: self._job_timeout,
+            Kind.HANDLER_BEGIN: self._handler_begin,
+            Kind.HANDLER_END: self._handler_end,
+            Kind.EVENT_ARRIVE: self._event_arrive,
+            Kind.EVENT_DROPPED: self._event_dropped,
+            Kind.QUEUE_DEPTH: self._queue_depth,
+            Kind.QUEUE_BYTES: self._queue_bytes,
+            Kind.READ_PAUSED: self._read_paused,
+            Kind.READ_RESUMED: self._read_resumed,
+            Kind.EVENT_DONE: self._event_done,
+            Kind.RPC_ARRIVE: self._rpc_arrive,
+            Kind.RPC_START: self._rpc_start,
+            Kind.RPC_END: self._rpc_end,
+            Kind.CMD_SEND: self._cmd_send,
+            Kind.CMD_REPLY: self._cmd_reply,
+            Kind.SYNC_WAIT: self._sync_wait,
+            Kind.SYNC_WAKE: self._sync_wake,
+            Kind.FINDING: self._finding,
+            Kind.RUN_END: self._run_end,
+        }
+        table: list[_Handler] = [self._ignore] * (max(Kind) + 1)
+        for kind, handler in by_kind.items():
+            table[kind] = handler
+        return table

@@ -1,0 +1,100 @@
+"""Engine speed on the ``fleet`` workload, against an idiomatic SimPy model of it.
+
+The fleet session (200 VMs, 200,000 QMP messages by default) is generated in-process
+once per worker process, so decoding is excluded. Timed: one replay per policy with its
+records discarded (``observe=None``, the engine's fastest mode) and with the timeline
+kept (metrics collector + a record list, as ``qmpreplay replay`` keeps it), and the SimPy
+model (``simpy_fleet.py``, per-vm-thread semantics). Prints messages/s and the ratio of
+each to SimPy's messages/s (DESIGN §10 goals: ≥ 15× discarded, ≥ 10× kept).
+
+    python benchmarks/bench_replay.py --fast
+    python benchmarks/bench_replay.py -p 1 -n 1 -w 0 -l 1   # one timing each
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+from functools import cache
+from pathlib import Path
+
+import pyperf
+
+from analysis.collector import Collector
+from replay.engine import Record
+from replay.policy import parse_spec
+from replay.profile import load_profile
+from replay.run import Consumer, run
+from replay.scenarios import SCENARIOS
+from tracer.session import Record as SessionRecord
+from tracer.timeline import Timeline
+
+sys.path.insert(0, str(Path(__file__).parent))
+import simpy_fleet  # noqa: E402
+
+VMS = 200
+MESSAGES = 200_000
+POLICIES = ("mainloop", "two-stage", "pool", "per-vm-thread")
+
+
+@cache
+def fleet() -> tuple[list[str], list[SessionRecord]]:
+    scenario = SCENARIOS["fleet"]
+    params = scenario.params({"vms": str(VMS), "messages": str(MESSAGES)})
+    return scenario.vms(params), list(scenario.records(params, 0))
+
+
+def _keep(timeline: Timeline) -> list[Consumer]:
+    kept: list[Record] = []
+
+    def store(chunk: Sequence[Record]) -> None:
+        kept.extend(chunk)
+
+    return [Collector(timeline), store]
+
+
+def time_replay(policy: str, keep: bool) -> Callable[[int], float]:
+    def bench(loops: int) -> float:
+        vms, records = fleet()
+        spec, profile = parse_spec(policy), load_profile("default")
+        total = 0.0
+        for _ in range(loops):
+            t0 = time.perf_counter()
+            run(spec, vms, iter(records), profile, observe=_keep if keep else None)
+            total += time.perf_counter() - t0
+        return total
+
+    return bench
+
+
+def time_simpy(loops: int) -> float:
+    vms, records = fleet()
+    total = 0.0
+    for _ in range(loops):
+        t0 = time.perf_counter()
+        simpy_fleet.simulate(vms, iter(records))
+        total += time.perf_counter() - t0
+    return total
+
+
+def main() -> None:
+    runner = pyperf.Runner()
+    runner.metadata["description"] = f"fleet replay, {VMS} VMs, {MESSAGES} messages"
+    results = {"simpy": runner.bench_time_func("simpy-fleet", time_simpy)}
+    for policy in POLICIES:
+        for keep in (False, True):
+            name = f"replay-{policy}-{'kept' if keep else 'discarded'}"
+            results[name] = runner.bench_time_func(name, time_replay(policy, keep))
+    if any(b is None for b in results.values()):
+        return  # a worker process: the parent prints the summary
+    messages = len(fleet()[1])
+    simpy_rate = messages / results["simpy"].mean()
+    print(f"\n{messages} messages; SimPy: {simpy_rate:,.0f} messages/s")
+    for name, bench in results.items():
+        rate = messages / bench.mean()
+        print(f"{name:36} {rate:12,.0f} messages/s  {rate / simpy_rate:6.2f}x SimPy")
+
+
+if __name__ == "__main__":
+    main()
