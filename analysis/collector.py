@@ -75,8 +75,8 @@ class Collector:
         self.peak_bytes = 0
         self.read_paused_ns = 0
         self.reader_stalled_ns = 0
-        self.locks: dict[int, list[int]] = {}  # vm → [acquired, contended, wait_sum, wait_max,
-        #                                             hold_sum, hold_max]
+        #: Per VM: acquired, contended, wait sum, wait max, hold sum, hold max (ns).
+        self.lock_stats = np.zeros((0, 6), dtype=np.int64)
         self.paused_since: dict[int, int] = {}
         self._is_reader = np.zeros(0, dtype=bool)
         self._reader_open: dict[int, int] = {}
@@ -128,22 +128,23 @@ class Collector:
         self._reader_stalls(t, kind, thread)
 
     def _locks(self, kind: np.ndarray, vm: np.ndarray, value: np.ndarray) -> None:
+        """Per-VM mutex counters, grouped with numpy (one pass per chunk, any VM count)."""
         acq = kind == K.LOCK_ACQUIRE
         rel = kind == K.LOCK_RELEASE
         if not (acq.any() or rel.any()):
             return
-        for v in np.unique(vm[acq | rel]):
-            stats = self.locks.setdefault(int(v), [0, 0, 0, 0, 0, 0])
-            waits = value[acq & (vm == v)]
-            holds = value[rel & (vm == v)]
-            stats[0] += len(waits)
-            stats[1] += int((waits > 0).sum())
-            if len(waits):
-                stats[2] += int(waits.sum())
-                stats[3] = max(stats[3], int(waits.max()))
-            if len(holds):
-                stats[4] += int(holds.sum())
-                stats[5] = max(stats[5], int(holds.max()))
+        n = int(vm[acq | rel].max()) + 1
+        stats = self.lock_stats
+        if len(stats) < n:
+            stats = self.lock_stats = np.vstack([stats, np.zeros((n - len(stats), 6), np.int64)])
+        wv, waits = vm[acq], value[acq]
+        hv, holds = vm[rel], value[rel]
+        stats[:, 0] += np.bincount(wv, minlength=len(stats))
+        stats[:, 1] += np.bincount(wv, weights=waits > 0, minlength=len(stats)).astype(np.int64)
+        stats[:, 2] += np.bincount(wv, weights=waits, minlength=len(stats)).astype(np.int64)
+        np.maximum.at(stats[:, 3], wv, waits)
+        stats[:, 4] += np.bincount(hv, weights=holds, minlength=len(stats)).astype(np.int64)
+        np.maximum.at(stats[:, 5], hv, holds)
 
     def _reader_stalls(self, t: np.ndarray, kind: np.ndarray, thread: np.ndarray) -> None:
         """Time monitor readers spend in handler stages (lock waits included): reading
@@ -220,7 +221,8 @@ class Collector:
             "rpcs_unfinished": int(m - completed.sum()),
             "deadlocks": deadlocks,
             "ordering_violations": watch["ordering_violations"],
-            "locks": {self.timeline.vms[v]: lock_row(s) for v, s in sorted(self.locks.items())},
+            "locks": {self.timeline.vms[v]: lock_row([int(x) for x in s])
+                      for v, s in enumerate(self.lock_stats) if s[0] or s[4]},
             "findings": findings,
             "findings_suppressed": watch["suppressed"],
             "end_ns": end_ns,

@@ -108,7 +108,8 @@ def replay_session(
                                 "simulate_s": round(outcome.simulate_s, 6)}
             result["messages"] = outcome.messages
             policies.append(result)
-            tables.append(tables_json(outcome.timeline))
+            if out is not None:
+                tables.append(tables_json(outcome.timeline))
     write_s = time.perf_counter() - started - sum(
         p["timing"]["decode_s"] + p["timing"]["simulate_s"] for p in policies)
     results = {"session": str(session), "seed": seed, "cost_profile": profile.name,

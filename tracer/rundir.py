@@ -21,7 +21,6 @@ Parquet is written in row groups as the replay streams, so memory stays bounded.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -84,10 +83,11 @@ def tables_json(timeline: Timeline) -> dict[str, Any]:
     return {
         "spec": timeline.spec,
         "vms": timeline.vms,
-        "threads": [asdict(t) for t in timeline.threads],
-        "queues": [asdict(q) for q in timeline.queues],
+        "threads": [{"name": t.name, "role": t.role, "vm": t.vm} for t in timeline.threads],
+        "queues": [{"name": q.name, "vm": q.vm} for q in timeline.queues],
         "paths": timeline.paths,
-        "rpcs": [asdict(r) for r in timeline.rpcs],
+        "rpcs": [{"vm": r.vm, "api": r.api, "arrival_ns": r.arrival_ns, "priority": r.priority,
+                  "commands": r.commands} for r in timeline.rpcs],
         "findings": [f.to_json() for f in timeline.findings],
         "end_ns": timeline.end_ns,
     }
