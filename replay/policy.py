@@ -188,7 +188,7 @@ def parse_spec(spec: str) -> PolicySpec:
                 raw = values.pop(key)
                 try:
                     value = param.parse(raw)
-                except SpecError as exc:
+                except (SpecError, ValueError, TypeError) as exc:  # plugins may use int, float
                     raise SpecError(f"policy {target}: {key}={raw}: {exc}") from None
                 problem = param.check(value)
                 if problem:
