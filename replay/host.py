@@ -34,10 +34,11 @@ from tracer.timeline import (
     DROP_DESTROYED,
     DROP_JOB_TIMEOUT,
     DROP_NOT_SENT,
-    EventInfo,
+    EventTable,
     Kind,
     QueueInfo,
     RpcInfo,
+    RpcTable,
     ThreadInfo,
     Timeline,
 )
@@ -48,7 +49,6 @@ if TYPE_CHECKING:
 Body = Generator[int | None, None, None]
 
 EOF_ERROR = "End of file from qemu monitor"
-CLASS_NAMES = ("inline", "deferred", "conditional", "inline+deferred")
 
 EVENT_ARRIVE = int(Kind.EVENT_ARRIVE)
 EVENT_DROPPED = int(Kind.EVENT_DROPPED)
@@ -137,6 +137,12 @@ class Host:
         self.profile = profile
         self.params = params
         self.timeline = timeline
+        #: The timeline's events and RPC tables (columnar), filled as items arrive.
+        self.event_rows = EventTable()
+        self.rpc_rows = RpcTable()
+        if timeline is not None:
+            timeline.events = self.event_rows
+            timeline.rpcs = self.rpc_rows
         self.watch = Watch(self, params.starvation_k)
         self.vms = [VM(i, name, engine, self.watch, params) for i, name in enumerate(vm_names)]
         self.pool = RpcPool(engine, self.rpc_body, workers=params.workers,
@@ -195,8 +201,8 @@ class Host:
         rpc.id = self.rpc_count
         self.rpc_count += 1
         if self.timeline is not None:
-            self.timeline.rpcs.append(RpcInfo(rpc.vm, rpc.api, rpc.arrival, rpc.costs.priority,
-                                              [c.name for c in rpc.commands]))
+            self.rpc_rows.append(RpcInfo(rpc.vm, rpc.api, rpc.arrival, rpc.costs.priority,
+                                         [c.name for c in rpc.commands]))
         self.emit((self.engine.now, RPC_ARRIVE, -1, rpc.vm, rpc.id, 0))
         self.policy.rpc_arrived(rpc)
 
@@ -206,8 +212,7 @@ class Host:
         ev.id = self.event_count
         self.event_count += 1
         if self.timeline is not None:
-            self.timeline.events.append(
-                EventInfo(ev.vm, ev.name, CLASS_NAMES[ev.cls], now, ev.size))
+            self._event_row(ev, now)
         self.emit((now, EVENT_ARRIVE, -1, ev.vm, ev.id, ev.size))
         vm = self.vms[ev.vm]
         if vm.dead:
@@ -268,12 +273,14 @@ class Host:
             return
         self.engine.at(max(self.engine.now, cmd.sent_at + offset), self.arrive_event, ev)
 
+    def _event_row(self, ev: Event, now: int) -> None:
+        self.event_rows.add(ev.vm, ev.name, ev.cls, now, ev.size)
+
     def _drop_unsent(self, ev: Event) -> None:
         ev.id = self.event_count
         self.event_count += 1
         if self.timeline is not None:
-            self.timeline.events.append(
-                EventInfo(ev.vm, ev.name, CLASS_NAMES[ev.cls], self.engine.now, ev.size))
+            self._event_row(ev, self.engine.now)
         self.drop(ev, DROP_NOT_SENT)
 
     def _never_sent(self, cmd: Command) -> None:
@@ -471,6 +478,8 @@ class Host:
         error = False
         self.complete_rpc(rpc)
         commands = rpc.commands
+        if rpc.api_call and self.timeline is not None:  # its commands are all known now
+            self.rpc_rows.set_commands(rpc.id, tuple(c.name for c in commands))
         for i, cmd in enumerate(commands):
             if i:
                 gap = rpc.gaps[i - 1] if i - 1 < len(rpc.gaps) else costs.between

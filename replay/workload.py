@@ -81,7 +81,7 @@ class Rpc:
     """An API call: arrives, waits for a worker, takes the VM's job, sends its commands."""
 
     __slots__ = ("id", "vm", "api", "arrival", "commands", "gaps", "costs", "complete",
-                 "destroy", "t_last_reply")
+                 "api_call", "destroy", "t_last_reply")
 
     def __init__(self, vm: int, api: str, arrival: int, costs: ApiCosts,
                  commands: list[Command] | None = None, complete: bool = True) -> None:
@@ -94,6 +94,8 @@ class Rpc:
         self.gaps: list[int] = []
         self.costs = costs
         self.complete = complete
+        #: An API call from the session's boundaries (its commands come in as read).
+        self.api_call = not complete
         self.destroy = api in ("virDomainDestroy", "virDomainDestroyFlags")
         self.t_last_reply = -1
 

@@ -50,9 +50,12 @@ At the end of a run every open slice is closed by ``RUN_END`` (t = end of run).
 
 from __future__ import annotations
 
+import sys
+from array import array
+from collections.abc import Iterator, MutableSequence
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
 
 class Kind(IntEnum):
@@ -160,6 +163,133 @@ class Finding:
         return out
 
 
+class _Names:
+    """Strings stored once; tables keep their index (names repeat millions of times)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.ids: dict[str, int] = {}
+
+    def id(self, name: str) -> int:
+        i = self.ids.get(name)
+        if i is None:
+            i = self.ids[name] = len(self.names)
+            self.names.append(sys.intern(name))
+        return i
+
+
+class EventTable(MutableSequence[EventInfo]):
+    """The events table in columns: about 20 bytes per event, whatever the run's length.
+
+    Indexing builds an :class:`EventInfo`; only ``append`` adds rows (ids never move).
+    """
+
+    def __init__(self, rows: list[EventInfo] | None = None) -> None:
+        self._vm = array("i")
+        self._name = array("i")
+        self._cls = array("b")
+        self._arrival = array("q")
+        self._size = array("q")
+        self._names = _Names()
+        for row in rows or ():
+            self.append(row)
+
+    def __len__(self) -> int:
+        return len(self._vm)
+
+    @overload
+    def __getitem__(self, i: int) -> EventInfo: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[EventInfo]: ...
+    def __getitem__(self, i: int | slice) -> EventInfo | list[EventInfo]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return EventInfo(self._vm[i], self._names.names[self._name[i]], CLASSES[self._cls[i]],
+                         self._arrival[i], self._size[i])
+
+    def __iter__(self) -> Iterator[EventInfo]:
+        return (self[i] for i in range(len(self)))
+
+    def append(self, row: EventInfo) -> None:
+        self.add(row.vm, row.name, CLASSES.index(row.cls), row.arrival_ns, row.size)
+
+    def add(self, vm: int, name: str, cls: int, arrival_ns: int, size: int) -> None:
+        """Append a row without building an EventInfo (``cls`` indexes CLASSES)."""
+        self._vm.append(vm)
+        self._name.append(self._names.id(name))
+        self._cls.append(cls)
+        self._arrival.append(arrival_ns)
+        self._size.append(size)
+
+    def __setitem__(self, i: Any, row: Any) -> None:
+        raise TypeError("event rows are appended, never replaced")
+
+    def __delitem__(self, i: Any) -> None:
+        raise TypeError("event rows are appended, never removed")
+
+    def insert(self, i: int, row: EventInfo) -> None:
+        raise TypeError("event rows are appended, never inserted")
+
+
+class RpcTable(MutableSequence[RpcInfo]):
+    """The RPCs table in columns (API names and command lists stored once each)."""
+
+    def __init__(self, rows: list[RpcInfo] | None = None) -> None:
+        self._vm = array("i")
+        self._api = array("i")
+        self._arrival = array("q")
+        self._priority = array("b")
+        self._commands = array("i")
+        self._names = _Names()
+        self._lists: list[tuple[str, ...]] = []
+        self._list_ids: dict[tuple[str, ...], int] = {}
+        for row in rows or ():
+            self.append(row)
+
+    def __len__(self) -> int:
+        return len(self._vm)
+
+    @overload
+    def __getitem__(self, i: int) -> RpcInfo: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[RpcInfo]: ...
+    def __getitem__(self, i: int | slice) -> RpcInfo | list[RpcInfo]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return RpcInfo(self._vm[i], self._names.names[self._api[i]], self._arrival[i],
+                       bool(self._priority[i]), list(self._lists[self._commands[i]]))
+
+    def __iter__(self) -> Iterator[RpcInfo]:
+        return (self[i] for i in range(len(self)))
+
+    def append(self, row: RpcInfo) -> None:
+        self._vm.append(row.vm)
+        self._api.append(self._names.id(row.api))
+        self._arrival.append(row.arrival_ns)
+        self._priority.append(int(row.priority))
+        self._commands.append(self._list_id(tuple(row.commands)))
+
+    def set_commands(self, i: int, commands: tuple[str, ...]) -> None:
+        """The commands of an API call, once the session has shown them all."""
+        self._commands[i] = self._list_id(commands)
+
+    def _list_id(self, commands: tuple[str, ...]) -> int:
+        j = self._list_ids.get(commands)
+        if j is None:
+            j = self._list_ids[commands] = len(self._lists)
+            self._lists.append(commands)
+        return j
+
+    def __setitem__(self, i: Any, row: Any) -> None:
+        raise TypeError("RPC rows are appended, never replaced")
+
+    def __delitem__(self, i: Any) -> None:
+        raise TypeError("RPC rows are appended, never removed")
+
+    def insert(self, i: int, row: RpcInfo) -> None:
+        raise TypeError("RPC rows are appended, never inserted")
+
+
 class Sink(Protocol):
     """Where records go. ``emit`` is on the hot path: keep it a bound ``list.append``."""
 
@@ -177,8 +307,8 @@ class Timeline:
     spec: str
     vms: list[str]
     threads: list[ThreadInfo] = field(default_factory=list)
-    events: list[EventInfo] = field(default_factory=list)
-    rpcs: list[RpcInfo] = field(default_factory=list)
+    events: MutableSequence[EventInfo] = field(default_factory=EventTable)
+    rpcs: MutableSequence[RpcInfo] = field(default_factory=RpcTable)
     queues: list[QueueInfo] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
