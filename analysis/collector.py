@@ -81,10 +81,11 @@ class Collector:
         self._is_reader = np.zeros(0, dtype=bool)
         self._reader_open: dict[int, int] = {}
 
-    def __call__(self, chunk: Sequence[tuple[int, int, int, int, int, int]]) -> None:
-        a = np.array(chunk, dtype=np.int64)
-        if not len(a):
+    def __call__(self, chunk: Sequence[int]) -> None:
+        """Take a chunk of records (a flat list, six ints per record)."""
+        if not chunk:
             return
+        a = np.array(chunk, dtype=np.int64).reshape(-1, 6)
         t, kind, thread, vm, ref, value = a.T
         sel = kind == K.EVENT_ARRIVE
         self.ev_arrival.set(ref[sel], t[sel])

@@ -22,7 +22,6 @@ from pathlib import Path
 import pyperf
 
 from analysis.collector import Collector
-from replay.engine import Record
 from replay.policy import parse_spec
 from replay.profile import load_profile
 from replay.run import Consumer, run
@@ -46,9 +45,9 @@ def fleet() -> tuple[list[str], list[SessionRecord]]:
 
 
 def _keep(timeline: Timeline) -> list[Consumer]:
-    kept: list[Record] = []
+    kept: list[int] = []
 
-    def store(chunk: Sequence[Record]) -> None:
+    def store(chunk: Sequence[int]) -> None:
         kept.extend(chunk)
 
     return [Collector(timeline), store]

@@ -29,9 +29,9 @@ from tracer.defaults import default_session
 from tracer.perfetto import TraceWriter
 from tracer.rundir import EventTableWriter, TimelineWriter, tables_json, write_json
 from tracer.session import SessionError, SessionReader
-from tracer.timeline import Timeline
+from tracer.timeline import Timeline, rows
 
-Rec = tuple[int, int, int, int, int, int]
+Chunk = Sequence[int]
 
 DEFAULT_POLICIES = ("mainloop", "two-stage", "pool", "per-vm-thread")
 
@@ -131,18 +131,18 @@ def _run_one(p: int, spec: PolicySpec, reader: SessionReader, vms: list[str], pr
              on_progress: Callable[[int], None] | None) -> RunOutcome:
     observers: dict[str, Any] = {}
 
-    def observe(timeline: Timeline) -> list[Callable[[Sequence[Rec]], None]]:
+    def observe(timeline: Timeline) -> list[Callable[[Chunk], None]]:
         collector = observers["collector"] = Collector(timeline)
-        consumers: list[Callable[[Sequence[Rec]], None]] = [collector]
+        consumers: list[Callable[[Chunk], None]] = [collector]
         if trace is not None:
-            observers["trace"] = trace.begin_policy(timeline)
-            consumers.append(observers["trace"].feed)
+            policy_trace = observers["trace"] = trace.begin_policy(timeline)
+            consumers.append(lambda chunk: policy_trace.feed(rows(chunk)))
         if parquet is not None:
             consumers.append(lambda chunk: parquet.write(p, chunk))
         if events_out is not None:
             written = [0]
 
-            def events(_: Sequence[Rec]) -> None:
+            def events(_: Chunk) -> None:
                 events_out.write(p, written[0], timeline.events[written[0]:])
                 written[0] = len(timeline.events)
 

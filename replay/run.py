@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from replay.engine import Engine, Record
+from replay.engine import Engine
 from replay.host import Host, HostParams
 from replay.policy import PolicySpec
 from replay.profile import Profile
@@ -24,7 +24,8 @@ RUN_END = int(Kind.RUN_END)
 #: Records handed to consumers at a time.
 CHUNK = 65_536
 
-Consumer = Callable[[Sequence[Record]], None]
+#: A consumer of record chunks: flat lists, six ints per record (tracer.timeline.rows).
+Consumer = Callable[[Sequence[int]], None]
 
 
 @dataclass
@@ -79,10 +80,10 @@ def run(
     ``observe(timeline)`` returns the consumers of the run's records (none: records are
     discarded and the tables are not kept, the engine's fastest mode).
     """
-    buffer: list[Record] = []
+    buffer: list[int] = []
     timeline = Timeline(spec=spec.label, vms=list(vms)) if observe is not None else None
     consumers = observe(timeline) if observe is not None and timeline is not None else ()
-    engine = Engine(seed, buffer.append if consumers else None)
+    engine = Engine(seed, buffer.extend if consumers else None)
     params = HostParams(
         workers=spec.common["workers"], max_workers=spec.common["max_workers"],
         prio_workers=spec.common["prio_workers"], job_timeout=spec.common["job_timeout"],

@@ -19,7 +19,7 @@ from replay.run import RunOutcome, run
 from replay.scenarios import Recorder
 from tracer.session import Record as SessionRecord
 from tracer.session import wire_bytes
-from tracer.timeline import Kind, Timeline
+from tracer.timeline import Kind, Timeline, rows
 
 US = 1_000
 MS = 1_000_000
@@ -97,10 +97,10 @@ class Replayed:
 def replay(spec: str, vms: list[str], session: Iterable[SessionRecord], *,
            profile: Profile | None = None, seed: int = 0) -> Replayed:
     """Replay ``session`` under ``spec`` and keep every timeline record."""
-    kept: list[Record] = []
+    flat: list[int] = []
     outcome = run(parse_spec(spec), vms, iter(session), profile or load_profile("default"),
-                  seed=seed, observe=lambda timeline: [kept.extend])
-    return Replayed(kept, outcome.timeline, outcome)
+                  seed=seed, observe=lambda timeline: [flat.extend])
+    return Replayed(list(rows(flat)), outcome.timeline, outcome)
 
 
 class _Idle(Policy):
@@ -203,9 +203,9 @@ class QueueWaits:
         self.arrive: list[int] = []
         self.start: dict[int, int] = {}
 
-    def __call__(self, chunk: Sequence[Record]) -> None:
+    def __call__(self, chunk: Sequence[int]) -> None:
         arrive, start = self.arrive, self.start
-        for t, kind, _, _, ref, _ in chunk:
+        for t, kind, _, _, ref, _ in rows(chunk):
             if kind == RPC_ARRIVE:
                 assert ref == len(arrive)  # ids are given in arrival order
                 arrive.append(t)

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -44,12 +45,13 @@ class TimelineWriter:
     def __init__(self, path: Path) -> None:
         self.writer = pq.ParquetWriter(path, SCHEMA, compression="zstd")
 
-    def write(self, policy: int, records: Sequence[tuple[int, int, int, int, int, int]]) -> None:
-        if not records:
+    def write(self, policy: int, chunk: Sequence[int]) -> None:
+        """Write a chunk of records (a flat list, six ints per record)."""
+        if not chunk:
             return
-        columns = list(zip(*records, strict=True))
-        arrays = [pa.array([policy] * len(records), pa.int16())]
-        arrays += [pa.array(col, pa.int64()) for col in columns]
+        columns = np.array(chunk, dtype=np.int64).reshape(-1, 6).T
+        arrays = [pa.array(np.full(columns.shape[1], policy, np.int16))]
+        arrays += [pa.array(col) for col in columns]
         self.writer.write_table(pa.Table.from_arrays(arrays, schema=SCHEMA))
 
     def close(self) -> None:

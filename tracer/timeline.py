@@ -8,7 +8,8 @@ know nothing about policies. A record is six integers::
 
 ``thread`` indexes :attr:`Timeline.threads`, ``vm`` indexes the VM names (-1: none),
 ``ref`` is the subject (an event id, an RPC id, a queue id, a finding index; -1: none) and
-``value`` a number whose meaning depends on the kind. Ids index the tables of the
+``value`` a number whose meaning depends on the kind. Consumers get records in chunks: flat
+lists of ints, six per record (:func:`rows` iterates them as tuples). Ids index the tables of the
 :class:`Timeline` (events, RPCs, queues, findings), so a record stays a flat row that goes
 to Parquet and pandas as it is.
 
@@ -52,7 +53,7 @@ from __future__ import annotations
 
 import sys
 from array import array
-from collections.abc import Iterator, MutableSequence
+from collections.abc import Iterator, MutableSequence, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Protocol, overload
@@ -291,9 +292,19 @@ class RpcTable(MutableSequence[RpcInfo]):
 
 
 class Sink(Protocol):
-    """Where records go. ``emit`` is on the hot path: keep it a bound ``list.append``."""
+    """Where records go. ``emit`` is on the hot path: keep it a bound ``list.extend``."""
 
     def emit(self, record: tuple[int, int, int, int, int, int]) -> None: ...
+
+
+def rows(chunk: Sequence[int]) -> Iterator[tuple[int, int, int, int, int, int]]:
+    """The records of a flat chunk (six ints per record) as tuples.
+
+    Runs hand their consumers flat lists: appending six ints costs less than keeping a
+    tuple per record, and numpy reads a flat list twice as fast.
+    """
+    it = iter(chunk)
+    return zip(it, it, it, it, it, it, strict=True)
 
 
 @dataclass
