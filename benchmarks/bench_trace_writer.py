@@ -24,34 +24,37 @@ import pyperf
 from perfetto.protos.perfetto.trace import perfetto_trace_pb2 as pb
 from perfetto.trace_builder.proto_builder import StreamingTraceProtoBuilder
 
-from replay.engine import Record
 from replay.policy import parse_spec
 from replay.profile import load_profile
 from replay.run import Consumer, run
 from replay.scenarios import SCENARIOS
 from tracer.perfetto import TraceWriter
-from tracer.timeline import Timeline
+from tracer.timeline import Timeline, rows
+
+#: A run's records as runs hand them out: flat, six ints per record.
+Records = list[int]
 
 SCENARIO = "fleet"
 PARAMS = {"vms": "200", "messages": "50000"}
 SEED = 0
 POLICIES = ("mainloop", "pool")
-CHUNK = 65_536
+#: Ints handed to the writer at a time (six per record), as replays hand them out.
+CHUNK = 6 * 65_536
 
 
-def collect_into(records: list[Record]) -> Callable[[Timeline], list[Consumer]]:
+def collect_into(records: Records) -> Callable[[Timeline], list[Consumer]]:
     """An ``observe`` callback that keeps a run's records in ``records``."""
     return lambda _timeline: [records.extend]
 
 
-def fleet_replay() -> list[tuple[Timeline, list[Record]]]:
+def fleet_replay() -> list[tuple[Timeline, Records]]:
     """Each policy's timeline tables and records, from one in-process replay per policy."""
     scenario = SCENARIOS[SCENARIO]
     params = scenario.params(PARAMS)
     header = scenario.header(params, SEED)
-    runs: list[tuple[Timeline, list[Record]]] = []
+    runs: list[tuple[Timeline, Records]] = []
     for spec in POLICIES:
-        records: list[Record] = []
+        records: Records = []
         outcome = run(parse_spec(spec), header.vms, scenario.records(params, SEED),
                       load_profile("default", header.cost_profile), seed=SEED,
                       observe=collect_into(records))
@@ -59,12 +62,12 @@ def fleet_replay() -> list[tuple[Timeline, list[Record]]]:
     return runs
 
 
-def write_with_writer(path: str, runs: list[tuple[Timeline, list[Record]]]) -> None:
+def write_with_writer(path: str, runs: list[tuple[Timeline, Records]]) -> None:
     with TraceWriter(path) as writer:
         for timeline, records in runs:
             policy = writer.begin_policy(timeline)
             for start in range(0, len(records), CHUNK):
-                policy.feed(records[start:start + CHUNK])
+                policy.feed(rows(records[start:start + CHUNK]))
             policy.end()
 
 

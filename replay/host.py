@@ -387,7 +387,8 @@ class Host:
         owner = -ev.id - 1
         self.emit((engine.now, HANDLER_BEGIN, th.tid, ev.vm, ev.id, stage))
         yield vm.mutex.lock(th)
-        ok = yield from vm.job.begin(th, owner, "event:" + ev.name)
+        api = "event:" + ev.name
+        ok = vm.job.take(th, owner, api) or (yield from vm.job.begin(th, owner, api))
         if not ok:
             vm.mutex.unlock(th)
             self.drop(ev, DROP_JOB_TIMEOUT, th)
@@ -466,7 +467,8 @@ class Host:
         yield vm.mutex.lock(th)
         if rpc.destroy:
             self.kill_qemu(vm)
-        ok = yield from vm.job.begin(th, rpc.id, rpc.api, destroy=rpc.destroy)
+        ok = vm.job.take(th, rpc.id, rpc.api) or (
+            yield from vm.job.begin(th, rpc.id, rpc.api, destroy=rpc.destroy))
         if not ok:
             vm.mutex.unlock(th)
             self._abandon(rpc)

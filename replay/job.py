@@ -57,16 +57,23 @@ class Job:
     def free(self) -> bool:
         return self.holder is None
 
+    def take(self, th: Thread, owner: int, api: str) -> bool:
+        """Take the job if it is free (the caller holds the VM mutex); no waiting."""
+        if self.holder is not None:
+            return False
+        th.job_req = self.engine.now
+        self._take(th, owner, api, 0)
+        return True
+
     def begin(self, th: Thread, owner: int, api: str, *, destroy: bool = False
               ) -> Generator[int | None, None, bool]:
-        """Take the job (the caller holds the VM mutex, and holds it again on return).
+        """Take the job, waiting for it if needed (the caller holds the VM mutex, and holds
+        it again on return). Callers try :meth:`take` first: a free job needs no generator.
 
         Returns False when the wait failed (``th.error`` says why).
         """
         engine = self.engine
-        if self.holder is None:
-            th.job_req = engine.now
-            self._take(th, owner, api, 0)
+        if self.take(th, owner, api):
             return True
         if self.max_queued and not destroy and 1 + len(self.requesters) >= self.max_queued:
             th.error = (f"cannot acquire state change lock (held by monitor={self.api}) "

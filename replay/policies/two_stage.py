@@ -74,7 +74,7 @@ class TwoStage(Policy):
             yield vm.mutex.lock(th)
             needs_job = ev.cls != INLINE
             if needs_job:
-                yield from vm.job.begin(th, th.owner, "event:" + ev.name)
+                vm.job.take(th, th.owner, "event:" + ev.name)  # free: checked by _work
             yield from host.handle_locked(th, ev, "worker")
             if needs_job:
                 vm.job.end(th)
