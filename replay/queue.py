@@ -105,7 +105,7 @@ class DepthHistory:
 
     def __init__(self) -> None:
         self.t0 = 0
-        self.width = 1_000_000
+        self.width = 16_000_000  # 1024 buckets of 16 ms cover 16 s before the first halving
         #: Largest depth of each finished bucket; ``current`` is the open bucket's.
         self.maxima: list[int] = []
         self.current = 0
