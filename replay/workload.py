@@ -16,7 +16,9 @@ Rules (DESIGN §6):
 
 The session is streamed: the builder reads ``lookahead`` of session time ahead of the
 replay's clock (caused events and late replies are attached within that window), so
-memory depends on the session's rate, not its length.
+memory depends on the session's rate, not its length. Records of different VMs may
+interleave out of time order (each VM's own times never go backwards); one that lags by
+more than the lookahead is delivered as soon as possible instead of in the past.
 """
 
 from __future__ import annotations
@@ -135,6 +137,8 @@ class Workload:
     _vm_index: dict[str, int] = field(init=False)
     _exhausted: bool = False
     _classes: dict[str, int] = field(default_factory=dict)
+    #: Time of the last item handed out: a later item never arrives before it.
+    _handed_ns: int = 0
 
     def __post_init__(self) -> None:
         self._attributor = Attributor(window_ns=self.lookahead)
@@ -147,7 +151,9 @@ class Workload:
             if ready:
                 if self.last_ns <= ready[0][0] + self.lookahead:
                     self._read_until(ready[0][0] + self.lookahead)
-                yield ready.popleft()
+                item = ready.popleft()
+                self._handed_ns = item[0]
+                yield item
             elif self._exhausted:
                 return
             else:
@@ -236,6 +242,8 @@ class Workload:
         """Queue an item in time order. Items come nearly sorted (an RPC named after its
         command arrives ``pre`` before it), so an out-of-order one goes in near the end."""
         ready = self._ready
+        if t < self._handed_ns:  # older than what the replay already has: it arrives late
+            t = self._handed_ns
         if not ready or ready[-1][0] <= t:
             ready.append((t, item))
             return

@@ -212,3 +212,25 @@ def test_reader_fuzz(tmp_path: Path, lines: list[object], data: st.DataObject) -
     else:
         assert first_bad is None
     assert got == valid
+
+
+def test_sort_puts_a_session_in_time_order(write_session, run_cli: RunCli,
+                                           tmp_path: Path) -> None:
+    def event(t: int, vm: str) -> dict[str, object]:
+        return {"t_ns": t, "vm": vm, "dir": "recv", "kind": "event", "name": "STOP",
+                "wire": f'{{"event":"STOP","n":{t}}}\r\n'}
+
+    shuffled = [event(5, "a"), event(3, "b"), event(2, "a"), event(9, "b"), event(3, "a")]
+    path = write_session(shuffled, vms=["a", "b"])
+    code, _, err = run_cli("validate", path)
+    assert code == 2 and "qmpreplay sort" in err
+    out = tmp_path / "sorted.qmp.jsonl"
+    code, stdout, _ = run_cli("sort", path, "-o", out)
+    assert code == 0 and "sorted 5 records" in stdout
+    _, records = read_session(out)
+    got = [(r["t_ns"], r["vm"], r["wire"]) for r in records]
+    # stable: the two records at t=3 keep their file order (b before a)
+    assert got == [(t, vm, w) for t, vm, w in sorted(
+        ((r["t_ns"], r["vm"], r["wire"]) for r in shuffled), key=lambda x: x[0])]
+    assert [vm for t, vm, _ in got if t == 3] == ["b", "a"]
+    assert run_cli("validate", out)[0] == 0

@@ -19,7 +19,7 @@ from rich.table import Table
 from tracer.defaults import default_session
 from tracer.importers import import_session
 from tracer.inspect import SessionStats, inspect_session
-from tracer.session import MAX_PROBLEMS, SessionError, validate
+from tracer.session import MAX_PROBLEMS, SessionError, sort_session, validate
 
 SessionArg = Annotated[
     Path | None,
@@ -56,7 +56,7 @@ def validate_cmd(session: SessionArg = None) -> None:
     is 2 if there is any, else the command prints [bold]ok: N records[/]. A truncated last
     line (a recorder killed mid-write) is a problem here, while other commands only warn.
 
-    Example: [bold]qmpreplay validate traces/two-vms.qmp.jsonl[/]
+    Example: [bold]qmpreplay validate traces/basic-2vm.qmp.jsonl[/]
     """
     path = _session(session)
     good, problems = validate(path, MAX_PROBLEMS)
@@ -82,7 +82,7 @@ def inspect_cmd(
     object with keys [bold]vms, commands, replies, errors, events, duration_ns,
     reply_latency_ms, attributed[/] and more.
 
-    Example: [bold]qmpreplay inspect traces/two-vms.qmp.jsonl --json[/]
+    Example: [bold]qmpreplay inspect traces/basic-2vm.qmp.jsonl --json[/]
     """
     path = _session(session)
     try:
@@ -165,8 +165,28 @@ def import_cmd(
     typer.echo(result.summary())
 
 
+def sort_cmd(
+    session: Annotated[Path, typer.Argument(help="Session whose times go backwards.",
+                                            show_default=False)],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Sorted session to write.")],
+) -> None:
+    """Write a copy of a session with its records in time order (ties keep file order).
+
+    Replays need times that never go backwards within a VM; a merged or hand-made
+    session may break that. This reads the whole session into memory to sort it.
+
+    Example: [bold]qmpreplay sort merged.qmp.jsonl -o sorted.qmp.jsonl[/]
+    """
+    try:
+        n = sort_session(session, output)
+    except SessionError as exc:
+        _fail(str(exc))
+    typer.echo(f"sorted {n} records into {output}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the session commands to the ``qmpreplay`` app."""
+    app.command("sort")(sort_cmd)
     app.command("validate")(validate_cmd)
     app.command("inspect")(inspect_cmd)
     app.command("import")(import_cmd)

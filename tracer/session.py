@@ -162,6 +162,12 @@ def parse_header(path: str | os.PathLike[str], line: bytes) -> Header:
     )
 
 
+def backwards(record: Record, last: int) -> str:
+    """The problem of a record whose time is before its VM's previous one."""
+    return (f"time goes backwards for vm {record['vm']!r}: {record['t_ns']} < {last} "
+            "(qmpreplay sort puts a session in time order)")
+
+
 def check_record(obj: Any, vms: frozenset[str]) -> str | None:
     """Return what is wrong with a decoded record, or None when it is well formed."""
     if not isinstance(obj, dict):
@@ -271,9 +277,7 @@ class SessionReader:
                 except (KeyError, TypeError):
                     ok = False
                 if not ok:
-                    problem = check_record(obj, vms) or (
-                        f"time goes backwards for vm {obj['vm']!r}: {obj['t_ns']} < "
-                        f"{last[obj['vm']]} (sort the session to replay it anyway)")
+                    problem = check_record(obj, vms) or backwards(obj, last[obj["vm"]])
                     raise SessionError(self.path, lineno, problem)
                 last[vm] = t
             self.line = lineno
@@ -323,7 +327,7 @@ def validate(path: str | os.PathLike[str],
             if problem is None:
                 vm, t = obj["vm"], obj["t_ns"]
                 if t < last.get(vm, 0):
-                    problem = f"time goes backwards for vm {vm!r}: {t} < {last[vm]}"
+                    problem = backwards(obj, last[vm])
                 else:
                     last[vm] = t
             if problem is not None:
@@ -331,6 +335,31 @@ def validate(path: str | os.PathLike[str],
             else:
                 good += 1
     return good, problems
+
+
+def sort_session(path: str | os.PathLike[str], output: str | os.PathLike[str]) -> int:
+    """Write ``path``'s records in time order (stable) to ``output``; return their number.
+
+    Records are checked as usual except for time order; the whole session is held in
+    memory (sorting is the one operation that cannot stream).
+    """
+    with SessionReader(path, truncated="error", check=False) as reader:
+        header = reader.header
+        records: list[Record] = []
+        for rec in reader:
+            problem = check_record(rec, reader._vms)
+            if problem is not None:
+                raise SessionError(path, reader.line, problem)
+            records.append(rec)
+    records.sort(key=_time)
+    with SessionWriter(output, header, flush=False) as out:
+        for rec in records:
+            out.write(rec)
+    return len(records)
+
+
+def _time(rec: Record) -> int:
+    return rec["t_ns"]
 
 
 class SessionWriter:
