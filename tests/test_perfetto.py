@@ -119,9 +119,9 @@ def test_handled_events_and_completed_rpcs(loaded: dict[str, Any]) -> None:
         # ``handled`` names the path that handled the event.
         paths = {(r["event"], r["handled"]) for r in rows if r["handled"]}
         assert paths == {(r[4], tl.paths[r[5]]) for r in _records(tl, Kind.EVENT_DONE)}
-        # Only deferred stages say their stage.
+        # Only deferred stages say their stage (written at the stage's end).
         deferred = {r["event"] for r in rows if r["name"].startswith("handle:") and r["stage"]}
-        assert deferred == {r[4] for r in _records(tl, Kind.HANDLER_BEGIN) if r[5]}
+        assert deferred == {r[4] for r in _records(tl, Kind.HANDLER_END) if r[5]}
         completed = [r for r in rows if r["category"] == "rpc" and r["error"] is not None]
         assert len(completed) == len(_records(tl, Kind.RPC_END))
         unfinished = [r["rpc"] for r in rows if r["category"] == "rpc" and r["unfinished"]]

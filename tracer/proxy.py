@@ -248,6 +248,9 @@ class Proxy:
         old_umask = os.umask(0o177)
         try:
             sock.bind(str(self.listen))
+            # listen at once: a client that sees the path must not be refused while the
+            # event loop is still starting (the kernel queues it until we accept)
+            sock.listen(socket.SOMAXCONN)
         except OSError as exc:
             sock.close()
             raise ProxyError(f"cannot listen on {self.listen}: {exc.strerror}") from None
