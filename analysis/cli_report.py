@@ -14,6 +14,7 @@ from rich.console import Console
 from analysis.frames import export, load_frames
 from analysis.metrics import LOCK_SORT_KEYS
 from analysis.report import RENDERERS, ReportError, build_report
+from tracer.cli_common import fail
 
 
 class ReportFormat(StrEnum):
@@ -27,15 +28,9 @@ class ExportFormat(StrEnum):
     parquet = "parquet"
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(2)
-
-
 def _check_run_dir(run_dir: Path) -> None:
     if not (run_dir / "tables.json").is_file():
-        raise _fail(f"{run_dir}: not a run directory (write one with qmpreplay replay --out "
-                    "DIR)")
+        fail(f"{run_dir}: not a run directory (write one with qmpreplay replay --out DIR)")
 
 
 def register(app: typer.Typer) -> None:
@@ -63,14 +58,14 @@ def register(app: typer.Typer) -> None:
         run1.html[/]
         """
         if lock_sort not in LOCK_SORT_KEYS:
-            raise _fail(f"--lock-sort {lock_sort!r}: expected one of {', '.join(LOCK_SORT_KEYS)}")
+            fail(f"--lock-sort {lock_sort!r}: expected one of {', '.join(LOCK_SORT_KEYS)}")
         console = Console(stderr=True)
         with console.status("building the report", spinner="dots") if (
                 not quiet and console.is_terminal) else nullcontext():
             try:
                 report = build_report(run_dir, baseline, lock_sort)
             except ReportError as exc:
-                raise _fail(str(exc)) from None
+                fail(str(exc))
             text = RENDERERS[fmt.value](report)
         if output is None:
             typer.echo(text, nl=False)

@@ -37,12 +37,6 @@ def _root(
     """Record QMP sessions, replay them through dispatch policies, compare the policies."""
 
 
-def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print one error line on stderr and return the exit to raise."""
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
-
-
 def _register() -> None:
     from analysis import cli_report
     from replay import cli_analysis, cli_replay

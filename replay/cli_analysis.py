@@ -29,6 +29,7 @@ from analysis.sweep import (
 from analysis.verdicts import JUDGES, POLICIES, Case, Verdict, judge
 from replay.cli_replay import UserError, parse_specs, replay_session
 from replay.scenarios import SCENARIOS
+from tracer.cli_common import fail
 from tracer.defaults import default_session
 from tracer.session import SessionError
 
@@ -109,8 +110,7 @@ def register(app: typer.Typer) -> None:
         chosen = list(dict.fromkeys(only or JUDGES))
         unknown = [n for n in chosen if n not in JUDGES]
         if unknown:
-            typer.echo(f"error: unknown scenario {unknown[0]!r} (known: {JUDGED})", err=True)
-            raise typer.Exit(2)
+            fail(f"unknown scenario {unknown[0]!r} (known: {JUDGED})")
         console = Console(stderr=True)
         verdicts: dict[str, list[Verdict]] = {}
         workers = max(1, min(len(chosen), jobs or os.cpu_count() or 1))
@@ -180,8 +180,7 @@ def register(app: typer.Typer) -> None:
             labels = combinations(policy, parse_grid(param or []))
             parse_specs(labels)
         except (SessionError, UserError, SweepError) as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
+            fail(str(exc))
         console = Console(stderr=True)
         workers = max(1, min(len(labels), jobs or os.cpu_count() or 1))
         with _progress(console, not (quiet or as_json) and console.is_terminal) as bar, \
@@ -191,8 +190,7 @@ def register(app: typer.Typer) -> None:
                 results = run_sweep(labels, partial(replay_label, path, seed, cost_profile),
                                     pool, on_done=lambda _: bar.advance(task))
             except (SessionError, UserError) as exc:
-                typer.echo(f"error: {exc}", err=True)
-                raise typer.Exit(2) from None
+                fail(str(exc))
         pts = points(labels, results)
         if output is not None:
             output.write_text(plot(pts), encoding="utf-8")

@@ -25,6 +25,7 @@ from replay.profile import ProfileError, load_profile
 from replay.run import RunOutcome, run
 from replay.scenarios import SCENARIOS
 from tracer import __version__
+from tracer.cli_common import fail
 from tracer.defaults import default_session
 from tracer.perfetto import TraceWriter
 from tracer.rundir import EventTableWriter, TimelineWriter, tables_json, write_json
@@ -237,8 +238,7 @@ def register(app: typer.Typer) -> None:
             if starvation_k < 1:
                 raise UserError("--starvation-k must be at least 1")
         except (SessionError, UserError) as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
+            fail(str(exc))
         console = Console(stderr=True)
         show = not (quiet or as_json) and console.is_terminal
         with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
@@ -250,8 +250,7 @@ def register(app: typer.Typer) -> None:
                     starvation_k=starvation_k, out=out, trace=trace,
                     progress=lambda p, f: bar.update(tasks[p], completed=f))
             except (SessionError, UserError) as exc:
-                typer.echo(f"error: {exc}", err=True)
-                raise typer.Exit(2) from None
+                fail(str(exc))
         if as_json:
             typer.echo(orjson.dumps(results, option=orjson.OPT_SORT_KEYS).decode())
         else:
@@ -290,7 +289,6 @@ def register_scenario(app: typer.Typer) -> None:
                 overrides[key] = value
             params = scenario.params(overrides)
         except (UserError, ValueError) as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
+            fail(str(exc))
         n = scenario.write(output, params, seed)
         typer.echo(f"wrote {n} records of scenario {name} to {output}")

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from tracer.cli_common import fail
+
 record_app = typer.Typer(help="Record QMP sessions from real QEMU.", no_args_is_help=True)
 
 
@@ -25,7 +27,6 @@ def proxy(
         "--no-redact", help="Keep secrets in the session.")] = False,
 ) -> None:
     """Relay a QMP client to QEMU and record every message both ways until Ctrl-C or SIGTERM."""
-    from replay.cli import fail
     from tracer.proxy import ProxyError, record_proxy
 
     def ready() -> None:
@@ -35,7 +36,7 @@ def proxy(
         recorder = asyncio.run(record_proxy(upstream, listen, output, vm=vm, force=force,
                                             redact=not no_redact, ready=ready))
     except ProxyError as exc:
-        raise fail(str(exc)) from None
+        fail(str(exc))
     events = recorder.events
     typer.echo(f"recorded {recorder.messages} messages ({sum(events.values())} events of "
                f"{len(events)} types) from 1 VM to {output}")
@@ -52,17 +53,16 @@ def qemu(
         "--no-redact", help="Keep secrets in the session.")] = False,
 ) -> None:
     """Start real QEMUs (TCG), record them through proxies while a built-in workload drives them."""
-    from replay.cli import fail
     from tracer.qemu import QemuError, record_qemu
     from tracer.workloads import WORKLOADS
 
     if workload not in WORKLOADS:
-        raise fail(f"unknown workload {workload!r} (choose from {', '.join(WORKLOADS)})")
+        fail(f"unknown workload {workload!r} (choose from {', '.join(WORKLOADS)})")
     try:
         recorder, names = asyncio.run(record_qemu(output, vms=vms, workload=workload,
                                                   redact=not no_redact))
     except QemuError as exc:
-        raise fail(str(exc)) from None
+        fail(str(exc))
     events = recorder.events
     typer.echo(f"recorded {recorder.messages} messages ({sum(events.values())} events of "
                f"{len(events)} types) from {len(names)} VMs to {output}")

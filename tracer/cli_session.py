@@ -9,13 +9,14 @@ from __future__ import annotations
 import enum
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from tracer.cli_common import fail
 from tracer.defaults import default_session
 from tracer.importers import import_session
 from tracer.inspect import SessionStats, inspect_session
@@ -37,16 +38,11 @@ class Source(enum.StrEnum):
     capture = "capture"
 
 
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
-
-
 def _session(path: Path | None) -> Path:
     try:
         return path if path is not None else default_session()
     except SessionError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def validate_cmd(session: SessionArg = None) -> None:
@@ -88,7 +84,7 @@ def inspect_cmd(
     try:
         stats = inspect_session(path)
     except SessionError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
         sys.stdout.write(orjson.dumps(stats.to_json(), option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
@@ -159,9 +155,9 @@ def import_cmd(
     try:
         result = import_session(source.value, file, output, strict=strict, vm=vm)
     except SessionError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except OSError as exc:
-        _fail(f"{exc.filename or output}:0: {exc.strerror}")
+        fail(f"{exc.filename or output}:0: {exc.strerror}")
     typer.echo(result.summary())
 
 
@@ -180,7 +176,7 @@ def sort_cmd(
     try:
         n = sort_session(session, output)
     except SessionError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(f"sorted {n} records into {output}")
 
 

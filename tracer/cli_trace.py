@@ -8,19 +8,20 @@ from typing import Annotated
 import orjson
 import typer
 
+from tracer.cli_common import fail
+
 
 def check_trace(
     file: Annotated[Path, typer.Argument(help="The .pftrace to check.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the problems as JSON.")] = False,
 ) -> None:
     """Check a trace: exit 0 without errors, 1 with errors, 2 when it cannot be read."""
-    from replay.cli import fail
     from tracer.trace_check import TraceReadError, check_file, has_errors
 
     try:
         problems = check_file(str(file))
     except TraceReadError as exc:
-        raise fail(f"{file}: {exc}") from None
+        fail(f"{file}: {exc}")
     if as_json:
         typer.echo(orjson.dumps({"file": str(file), "errors": has_errors(problems),
                                  "problems": [p.to_json() for p in problems]}).decode())
