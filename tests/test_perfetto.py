@@ -14,7 +14,7 @@ from perfetto.protos.perfetto.trace import perfetto_trace_pb2 as pb
 from perfetto_tp import query_traces, require_trace_processor
 
 from tracer.perfetto import TraceWriter
-from tracer.timeline import EventInfo, Kind, QueueInfo, RpcInfo, ThreadInfo, Timeline
+from tracer.timeline import EventInfo, Kind, QueueInfo, RpcInfo, RpcTable, ThreadInfo, Timeline
 from tracer.trace_check import check_file
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "perfetto.md"
@@ -179,7 +179,7 @@ def _overlapping_timeline() -> Timeline:
         (90, Kind.LOCK_ACQUIRE, 0, 0, -1, 30),
         (100, Kind.RUN_END, -1, -1, -1, 0),
     ]
-    tl.rpcs = [RpcInfo(0, f"api{i}", 0, False, []) for i in range(6)]
+    tl.rpcs = RpcTable([RpcInfo(0, f"api{i}", 0, False, []) for i in range(6)])
     return tl
 
 

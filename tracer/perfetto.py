@@ -551,8 +551,8 @@ class PolicyTrace:
 
     def _owner_name(self, owner: int) -> str:
         if owner_is_event(owner):
-            return "event:" + self._tl.events[owner_event(owner)].name
-        return self._tl.rpcs[owner].api
+            return "event:" + self._tl.events.name(owner_event(owner))
+        return self._tl.rpcs.api(owner)
 
     def _lock_wait(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
                    value: int) -> None:
@@ -600,7 +600,7 @@ class PolicyTrace:
         if "job.wait" in waiter.keys:
             self._end(head, waiter, "job.wait")
         track = self._job[vm] or self._vm_track(ts, vm, "job", 1, self._job)
-        name = self._tl.rpcs[ref].api if ref >= 0 else self._owner_name(ref)
+        name = self._tl.rpcs.api(ref) if ref >= 0 else self._owner_name(ref)
         self._begin_fixed(head, track, ref, name)
 
     def _job_end(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
@@ -622,7 +622,7 @@ class PolicyTrace:
     def _handler_begin(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
                        value: int) -> None:
         track = self._threads[thread]
-        name = self._tl.events[ref].name
+        name = self._tl.events.name(ref)
         tail = track.handler_tails.get(name)
         if tail is None:
             tail = track.handler_tails[name] = self._tail(track, _SLICE_BEGIN, "handle:" + name)
@@ -684,7 +684,7 @@ class PolicyTrace:
         self._open_event_flows.add(ref)
         track = self._arrivals[vm] or self._instant_track(
             ts, vm, "arrivals", (vm + 1) * 8 + 4, self._arrivals)
-        name = self._tl.events[ref].name
+        name = self._tl.events.name(ref)
         tail = track.tails.get(name) or self._new_tail(track, name, _INSTANT, "arrive:" + name)
         encoded = _SMALL[ref] if ref < 0x4000 else _uvarint(ref)
         body = (_EVENT_PFX[len(encoded)] + encoded + tail + _FLOW_OUT
@@ -732,7 +732,7 @@ class PolicyTrace:
         self._open_rpc_flows.add(ref)
         track = self._rpc_arrivals[vm] or self._instant_track(
             ts, vm, "rpc arrivals", (vm + 1) * 8 + 5, self._rpc_arrivals)
-        api = self._tl.rpcs[ref].api
+        api = self._tl.rpcs.api(ref)
         tail = track.tails.get(api) or self._new_tail(track, api, _INSTANT, "arrive:" + api)
         encoded = _SMALL[ref] if ref < 0x4000 else _uvarint(ref)
         body = (_RPC_PFX[len(encoded)] + encoded + tail + _FLOW_OUT
@@ -746,7 +746,7 @@ class PolicyTrace:
     def _rpc_start(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
                    value: int) -> None:
         track = self._threads[thread]
-        api = self._tl.rpcs[ref].api
+        api = self._tl.rpcs.api(ref)
         tail = track.tails.get(api) or self._new_tail(track, api, _SLICE_BEGIN, api)
         encoded = _SMALL[ref] if ref < 0x4000 else _uvarint(ref)
         queued = _SMALL[value] if 0 <= value < 0x4000 else _uvarint(value)
@@ -784,7 +784,7 @@ class PolicyTrace:
     def _cmd_send(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
                   value: int) -> None:
         track = self._monitor[vm] or self._vm_track(ts, vm, "monitor", 2, self._monitor)
-        name = "handler command" if ref < 0 else self._tl.rpcs[ref].commands[value]
+        name = "handler command" if ref < 0 else self._tl.rpcs.command(ref, value)
         self._begin_fixed(head, track, ref, name)
 
     def _cmd_reply(self, ts: int, head: bytes, thread: int, vm: int, ref: int,

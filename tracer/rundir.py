@@ -29,7 +29,16 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tracer.timeline import EventInfo, Finding, QueueInfo, RpcInfo, ThreadInfo, Timeline
+from tracer.timeline import (
+    EventInfo,
+    EventTable,
+    Finding,
+    QueueInfo,
+    RpcInfo,
+    RpcTable,
+    ThreadInfo,
+    Timeline,
+)
 
 COLUMNS = ("t_ns", "kind", "thread", "vm", "ref", "value")
 SCHEMA = pa.schema([("policy", pa.int16())] + [(c, pa.int64()) for c in COLUMNS])
@@ -114,14 +123,15 @@ def load_timelines(run_dir: Path) -> list[Timeline]:
         tl.threads = [ThreadInfo(**t) for t in tab["threads"]]
         tl.queues = [QueueInfo(**q) for q in tab["queues"]]
         tl.paths = list(tab["paths"])
-        tl.rpcs = [RpcInfo(**r) for r in tab["rpcs"]]
+        tl.rpcs = RpcTable([RpcInfo(**r) for r in tab["rpcs"]])
         tl.findings = [Finding(f["kind"], f["time_ns"], f["vms"], f["threads"], f["detail"],
                                f.get("phase")) for f in tab["findings"]]
         tl.end_ns = tab["end_ns"]
         ev = events[events["policy"] == p].sort_values("id")
-        tl.events = [EventInfo(int(vm), name, cls, int(t), int(size)) for vm, name, cls, t, size
-                     in zip(ev["vm"], ev["name"], ev["class"], ev["arrival_ns"], ev["size"],
-                            strict=True)]
+        columns = zip(ev["vm"], ev["name"], ev["class"], ev["arrival_ns"], ev["size"],
+                      strict=True)
+        tl.events = EventTable([EventInfo(int(vm), name, cls, int(t), int(size))
+                                for vm, name, cls, t, size in columns])
         rec = records[records["policy"] == p]
         tl.records = list(zip(*(rec[c].tolist() for c in COLUMNS), strict=True))
         out.append(tl)

@@ -211,6 +211,10 @@ class EventTable(MutableSequence[EventInfo]):
     def __iter__(self) -> Iterator[EventInfo]:
         return (self[i] for i in range(len(self)))
 
+    def name(self, i: int) -> str:
+        """Event ``i``'s name without building its row (trace writers need only that)."""
+        return self._names.names[self._name[i]]
+
     def append(self, row: EventInfo) -> None:
         self.add(row.vm, row.name, CLASSES.index(row.cls), row.arrival_ns, row.size)
 
@@ -270,6 +274,14 @@ class RpcTable(MutableSequence[RpcInfo]):
         self._priority.append(int(row.priority))
         self._commands.append(self._list_id(tuple(row.commands)))
 
+    def api(self, i: int) -> str:
+        """RPC ``i``'s API name without building its row."""
+        return self._names.names[self._api[i]]
+
+    def command(self, i: int, n: int) -> str:
+        """The name of RPC ``i``'s ``n``-th QMP command."""
+        return self._lists[self._commands[i]][n]
+
     def set_commands(self, i: int, commands: tuple[str, ...]) -> None:
         """The commands of an API call, once the session has shown them all."""
         self._commands[i] = self._list_id(commands)
@@ -318,10 +330,17 @@ class Timeline:
     spec: str
     vms: list[str]
     threads: list[ThreadInfo] = field(default_factory=list)
-    events: MutableSequence[EventInfo] = field(default_factory=EventTable)
-    rpcs: MutableSequence[RpcInfo] = field(default_factory=RpcTable)
+    events: EventTable = field(default_factory=EventTable)
+    rpcs: RpcTable = field(default_factory=RpcTable)
     queues: list[QueueInfo] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     records: list[tuple[int, int, int, int, int, int]] = field(default_factory=list)
     end_ns: int = 0
+
+    def __post_init__(self) -> None:
+        # rows given as lists (hand-built timelines, run directories) become tables
+        if not isinstance(self.events, EventTable):
+            self.events = EventTable(list(self.events))
+        if not isinstance(self.rpcs, RpcTable):
+            self.rpcs = RpcTable(list(self.rpcs))
