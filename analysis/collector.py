@@ -20,16 +20,16 @@ READER_ROLES = ("mainloop", "vm-thread")
 
 
 class Grow:
-    """An int64 array indexed by id, growing as ids appear (``fill`` where unset)."""
+    """An array indexed by id, growing as ids appear (``fill`` where unset)."""
 
-    def __init__(self, fill: int = -1) -> None:
+    def __init__(self, fill: int = -1, dtype: type = np.int64) -> None:
         self.fill = fill
-        self.a = np.full(1024, fill, dtype=np.int64)
+        self.a: np.ndarray = np.full(1024, fill, dtype=dtype)
 
     def ensure(self, n: int) -> None:
         if n > len(self.a):
-            size = max(n, 2 * len(self.a))
-            b = np.full(size, self.fill, dtype=np.int64)
+            size = max(n, len(self.a) + len(self.a) // 2)
+            b = np.full(size, self.fill, dtype=self.a.dtype)
             b[: len(self.a)] = self.a
             self.a = b
 
@@ -60,12 +60,14 @@ class Collector:
         self.ev_arrival = Grow()
         self.ev_start = Grow()
         self.ev_done = Grow()
-        self.ev_path = Grow()
-        self.ev_dropped = Grow(0)
         self.rpc_arrival = Grow()
         self.rpc_start = Grow()
         self.rpc_end = Grow()
-        self.rpc_error = Grow(0)
+        self.rpc_priority = Grow(0, np.int8)
+        #: Counts kept as they come (no per-event arrays needed for them).
+        self.path_counts = np.zeros(0, dtype=np.int64)
+        self.dropped: dict[int, int] = {}
+        self.rpc_errors = 0
         self.n_events = 0
         self.n_rpcs = 0
         self.job_timeouts = 0
@@ -95,20 +97,28 @@ class Collector:
         self.ev_start.set_first(ref[sel], t[sel])
         sel = kind == K.EVENT_DONE
         self.ev_done.set(ref[sel], t[sel])
-        self.ev_path.set(ref[sel], value[sel])
+        if sel.any():
+            counts = np.bincount(value[sel])
+            if len(counts) > len(self.path_counts):
+                counts[: len(self.path_counts)] += self.path_counts
+                self.path_counts = counts
+            else:
+                self.path_counts[: len(counts)] += counts
         sel = kind == K.EVENT_DROPPED
-        self.ev_dropped.set(ref[sel], value[sel])
         if sel.any():
             self.n_events = max(self.n_events, int(ref[sel].max()) + 1)
+            for reason, count in zip(*np.unique(value[sel], return_counts=True), strict=True):
+                self.dropped[int(reason)] = self.dropped.get(int(reason), 0) + int(count)
         sel = kind == K.RPC_ARRIVE
         self.rpc_arrival.set(ref[sel], t[sel])
+        self.rpc_priority.set(ref[sel], value[sel])
         if sel.any():
             self.n_rpcs = max(self.n_rpcs, int(ref[sel].max()) + 1)
         sel = kind == K.RPC_START
         self.rpc_start.set(ref[sel], t[sel])
         sel = kind == K.RPC_END
         self.rpc_end.set(ref[sel], t[sel])
-        self.rpc_error.set(ref[sel], value[sel])
+        self.rpc_errors += int(value[sel].sum())
         self.job_timeouts += int((kind == K.JOB_TIMEOUT).sum())
         self.sync_timeouts += int(((kind == K.SYNC_WAKE) & (value < 0)).sum())
         sel = kind == K.JOB_BEGIN
@@ -174,7 +184,7 @@ class Collector:
         done = self.ev_done.view(n)
         start = self.ev_start.view(n)
         handled = done >= 0
-        dropped = self.ev_dropped.view(n) > 0
+        dropped = sum(self.dropped.values())
         latency = (done[handled] - arrival[handled]) / 1e6
         started = start >= 0
         to_start = (start[started] - arrival[started]) / 1e6
@@ -185,15 +195,11 @@ class Collector:
         completed = r_end >= 0
         rpc_lat = (r_end[completed] - r_arr[completed]) / 1e6
         queue_wait = np.where(r_start >= 0, r_start, end_ns)[: m] - r_arr
-        prio = np.array([r.priority for r in self.timeline.rpcs[:m]], dtype=bool) \
-            if len(self.timeline.rpcs) >= m else np.zeros(m, dtype=bool)
+        prio = self.rpc_priority.view(m) > 0
         waits = np.concatenate(self.job_waits) / 1e6 if self.job_waits else np.zeros(0)
         paused = self.read_paused_ns + sum(end_ns - t for t in self.paused_since.values())
-        paths: dict[str, int] = {}
-        if n:
-            for pid, count in zip(*np.unique(self.ev_path.view(n)[handled], return_counts=True),
-                                  strict=True):
-                paths[self.timeline.paths[int(pid)]] = int(count)
+        paths = {self.timeline.paths[pid]: int(count)
+                 for pid, count in enumerate(self.path_counts) if count}
         findings = [f.to_json() for f in self.timeline.findings]
         deadlocks = sum(1 for f in self.timeline.findings
                         if f.kind == "deadlock" and f.phase == "closed")
@@ -212,13 +218,13 @@ class Collector:
             "reader_stalled_ns": self.reader_stalled_ns,
             "events": n,
             "events_handled": int(handled.sum()),
-            "events_dropped": int(dropped.sum()),
-            "events_dropped_job_timeout": int((self.ev_dropped.view(n) == DROP_JOB_TIMEOUT).sum()),
-            "events_pending": int(n - handled.sum() - dropped.sum()),
+            "events_dropped": dropped,
+            "events_dropped_job_timeout": self.dropped.get(DROP_JOB_TIMEOUT, 0),
+            "events_pending": int(n - handled.sum() - dropped),
             "event_paths": paths,
             "rpcs": m,
             "rpcs_completed": int(completed.sum()),
-            "rpc_errors": int(self.rpc_error.view(m)[completed].sum()),
+            "rpc_errors": self.rpc_errors,
             "rpcs_unfinished": int(m - completed.sum()),
             "deadlocks": deadlocks,
             "ordering_violations": watch["ordering_violations"],

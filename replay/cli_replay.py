@@ -151,7 +151,8 @@ def _run_one(p: int, spec: PolicySpec, reader: SessionReader, vms: list[str], pr
         return consumers
 
     outcome = run(spec, vms, iter(reader), profile, seed=seed, starvation_k=starvation_k,
-                  observe=observe, on_progress=on_progress)
+                  observe=observe, on_progress=on_progress,
+                  rows=trace is not None or parquet is not None)
     if "trace" in observers:
         observers["trace"].end()
     outcome.extra["results"] = observers["collector"].results(outcome.end_ns, outcome.summary)

@@ -131,13 +131,15 @@ class Host:
     """The modelled daemon for one (session, policy) run."""
 
     def __init__(self, engine: Engine, profile: Profile, params: HostParams, vm_names: list[str],
-                 timeline: Timeline | None) -> None:
+                 timeline: Timeline | None, *, rows: bool = True) -> None:
         self.engine = engine
         self.emit = engine.emit
         self.profile = profile
         self.params = params
         self.timeline = timeline
-        #: The timeline's events and RPC tables (columnar), filled as items arrive.
+        #: The timeline's events and RPC tables (columnar), filled as items arrive; a run
+        #: whose consumers need no names (metrics only) keeps no rows at all.
+        self.keep_rows = timeline is not None and rows
         self.event_rows = EventTable()
         self.rpc_rows = RpcTable()
         if timeline is not None:
@@ -200,10 +202,10 @@ class Host:
     def arrive_rpc(self, rpc: Rpc) -> None:
         rpc.id = self.rpc_count
         self.rpc_count += 1
-        if self.timeline is not None:
+        if self.keep_rows:
             self.rpc_rows.append(RpcInfo(rpc.vm, rpc.api, rpc.arrival, rpc.costs.priority,
                                          [c.name for c in rpc.commands]))
-        self.emit((self.engine.now, RPC_ARRIVE, -1, rpc.vm, rpc.id, 0))
+        self.emit((self.engine.now, RPC_ARRIVE, -1, rpc.vm, rpc.id, int(rpc.costs.priority)))
         self.policy.rpc_arrived(rpc)
 
     def arrive_event(self, ev: Event) -> None:
@@ -211,7 +213,7 @@ class Host:
         ev.arrival = now
         ev.id = self.event_count
         self.event_count += 1
-        if self.timeline is not None:
+        if self.keep_rows:
             self._event_row(ev, now)
         self.emit((now, EVENT_ARRIVE, -1, ev.vm, ev.id, ev.size))
         vm = self.vms[ev.vm]
@@ -279,7 +281,7 @@ class Host:
     def _drop_unsent(self, ev: Event) -> None:
         ev.id = self.event_count
         self.event_count += 1
-        if self.timeline is not None:
+        if self.keep_rows:
             self._event_row(ev, self.engine.now)
         self.drop(ev, DROP_NOT_SENT)
 
@@ -480,7 +482,7 @@ class Host:
         error = False
         self.complete_rpc(rpc)
         commands = rpc.commands
-        if rpc.api_call and self.timeline is not None:  # its commands are all known now
+        if rpc.api_call and self.keep_rows:  # its commands are all known now
             self.rpc_rows.set_commands(rpc.id, tuple(c.name for c in commands))
         for i, cmd in enumerate(commands):
             if i:

@@ -73,12 +73,14 @@ def run(
     seed: int = 0,
     starvation_k: int = 5,
     observe: Callable[[Timeline], Sequence[Consumer]] | None = None,
+    rows: bool = True,
     on_progress: Callable[[int], None] | None = None,
 ) -> RunOutcome:
     """Replay ``records`` (a session's, header excluded) under ``spec``.
 
     ``observe(timeline)`` returns the consumers of the run's records (none: records are
-    discarded and the tables are not kept, the engine's fastest mode).
+    discarded and the tables are not kept, the engine's fastest mode). ``rows=False``
+    keeps no events and RPC rows in the timeline (consumers that need no names: metrics).
     """
     buffer: list[int] = []
     timeline = Timeline(spec=spec.label, vms=list(vms)) if observe is not None else None
@@ -89,7 +91,7 @@ def run(
         prio_workers=spec.common["prio_workers"], job_timeout=spec.common["job_timeout"],
         fifo=spec.fifo, max_queued=spec.common["max_queued"], starvation_k=starvation_k,
     )
-    host = Host(engine, profile, params, vms, timeline)
+    host = Host(engine, profile, params, vms, timeline, rows=rows)
     policy = spec.cls(host, **spec.own)
     host.policy = policy
     policy.start()

@@ -32,7 +32,7 @@ QUEUE_DEPTH     -1         vm   queue id   depth after the change
 QUEUE_BYTES     -1         vm   queue id   bytes queued after the change
 READ_PAUSED     -1         vm   -1         0
 READ_RESUMED    -1         vm   -1         ns paused
-RPC_ARRIVE      -1         vm   rpc id     0
+RPC_ARRIVE      -1         vm   rpc id     1 for a high-priority API, else 0
 RPC_START       worker     vm   rpc id     ns queued
 RPC_END         worker     vm   rpc id     0 ok, 1 error
 CMD_SEND        thread     vm   owner      command index within its owner
