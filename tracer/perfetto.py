@@ -37,7 +37,7 @@ well nested by construction whatever the record order.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from types import TracebackType
 from typing import BinaryIO
 
@@ -682,13 +682,18 @@ class PolicyTrace:
     def _event_arrive(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
                       value: int) -> None:
         self._open_event_flows.add(ref)
-        track = self._arrivals[vm] or self._instant_track(
-            ts, vm, "arrivals", (vm + 1) * 8 + 4, self._arrivals)
-        name = self._tl.events.name(ref)
+        self._arrival(ts, head, vm, ref, self._tl.events.name(ref), self._arrivals, "arrivals",
+                      (vm + 1) * 8 + 4, _EVENT_PFX, self._event_flow)
+
+    def _arrival(self, ts: int, head: bytes, vm: int, ref: int, name: str,
+                 tracks: list[_Track | None], what: str, rank: int,
+                 prefixes: Sequence[bytes], flow_base: int) -> None:
+        """An ``arrive:<name>`` instant that starts the flow to the subject's first slice."""
+        track = tracks[vm] or self._instant_track(ts, vm, what, rank, tracks)
         tail = track.tails.get(name) or self._new_tail(track, name, _INSTANT, "arrive:" + name)
         encoded = _SMALL[ref] if ref < 0x4000 else _uvarint(ref)
-        body = (_EVENT_PFX[len(encoded)] + encoded + tail + _FLOW_OUT
-                + (self._event_flow | ref << 1).to_bytes(8, "little"))
+        body = (prefixes[len(encoded)] + encoded + tail + _FLOW_OUT
+                + (flow_base | ref << 1).to_bytes(8, "little"))
         if self._pending:
             self._emit(head, body, True)
         else:
@@ -730,18 +735,8 @@ class PolicyTrace:
     def _rpc_arrive(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
                     value: int) -> None:
         self._open_rpc_flows.add(ref)
-        track = self._rpc_arrivals[vm] or self._instant_track(
-            ts, vm, "rpc arrivals", (vm + 1) * 8 + 5, self._rpc_arrivals)
-        api = self._tl.rpcs.api(ref)
-        tail = track.tails.get(api) or self._new_tail(track, api, _INSTANT, "arrive:" + api)
-        encoded = _SMALL[ref] if ref < 0x4000 else _uvarint(ref)
-        body = (_RPC_PFX[len(encoded)] + encoded + tail + _FLOW_OUT
-                + (self._rpc_flow | ref << 1).to_bytes(8, "little"))
-        if self._pending:
-            self._emit(head, body, True)
-        else:
-            packet = head + b"\x5a" + _SMALL[len(body)] + body + _FLAG
-            self._append(_FRAMES[len(packet)] + packet)
+        self._arrival(ts, head, vm, ref, self._tl.rpcs.api(ref), self._rpc_arrivals,
+                      "rpc arrivals", (vm + 1) * 8 + 5, _RPC_PFX, self._rpc_flow)
 
     def _rpc_start(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
                    value: int) -> None:
