@@ -162,6 +162,18 @@ def parse_header(path: str | os.PathLike[str], line: bytes) -> Header:
     )
 
 
+def open_input(path: str | os.PathLike[str], what: str) -> IO[bytes]:
+    """Open a file to read; when that fails, a :class:`SessionError` says why in one line."""
+    try:
+        return open(path, "rb")  # noqa: SIM115 - the caller closes it
+    except FileNotFoundError:
+        raise SessionError(path, 0, "no such file") from None
+    except IsADirectoryError:
+        raise SessionError(path, 0, f"is a directory, not {what}") from None
+    except OSError as exc:
+        raise SessionError(path, 0, f"cannot open: {exc.strerror}") from None
+
+
 def backwards(record: Record, last: int) -> str:
     """The problem of a record whose time is before its VM's previous one."""
     return (f"time goes backwards for vm {record['vm']!r}: {record['t_ns']} < {last} "
@@ -214,14 +226,7 @@ class SessionReader:
         self.path = Path(path)
         self.truncated = truncated
         self.check = check
-        try:
-            self._file: IO[bytes] = open(self.path, "rb")  # noqa: SIM115 - closed in close()
-        except FileNotFoundError:
-            raise SessionError(path, 0, "no such file") from None
-        except IsADirectoryError:
-            raise SessionError(path, 0, "is a directory, not a session file") from None
-        except OSError as exc:
-            raise SessionError(path, 0, f"cannot open: {exc.strerror}") from None
+        self._file = open_input(path, "a session file")
         first = self._file.readline()
         if not first:
             self._file.close()

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tracer.session import Header, Record, SessionError, SessionWriter
+from tracer.session import Header, Record, SessionError, SessionWriter, open_input
 
 #: Wall-clock start of sessions whose source has no wall clock.
 EPOCH = "1970-01-01T00:00:00.000000Z"
@@ -87,14 +87,7 @@ def open_lines(path: str | os.PathLike[str]) -> Iterator[Iterator[tuple[int, str
     Lines end at LF only (a CR inside a line is kept); bytes that are not UTF-8 become
     U+FFFD, so a binary file yields text that matches no format instead of crashing.
     """
-    try:
-        file = open(path, "rb")  # noqa: SIM115 - closed below
-    except FileNotFoundError:
-        raise SessionError(path, 0, "no such file") from None
-    except IsADirectoryError:
-        raise SessionError(path, 0, "is a directory, not a file to import") from None
-    except OSError as exc:
-        raise SessionError(path, 0, f"cannot open: {exc.strerror}") from None
+    file = open_input(path, "a file to import")
 
     def lines() -> Iterator[tuple[int, str]]:
         for number, raw in enumerate(file, 1):
