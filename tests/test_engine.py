@@ -11,12 +11,13 @@ import random
 from collections.abc import Callable, Generator
 from typing import Any
 
+from replay_helpers import Rig, rig
+
 from replay.engine import GO, PARK, Engine, Thread
 from replay.job import timeout_message
 from replay.profile import ApiCosts
 from replay.rpcpool import RpcPool
 from replay.workload import INLINE, Event, Rpc
-from tests.replay_helpers import Rig, rig
 from tracer.timeline import Kind
 
 Body = Generator[int | None, None, None]

@@ -7,11 +7,8 @@ from pathlib import Path
 import orjson
 import pandas as pd
 import pytest
-
-from analysis.frames import build_frames, load_frames
-from analysis.metrics import policy_metrics
-from tests.conftest import RunCli
-from tests.timelines import (
+from conftest import RunCli
+from timelines import (
     E_DEVDEL,
     E_NIC,
     E_RESET,
@@ -25,6 +22,9 @@ from tests.timelines import (
     mainloop_timeline,
     pool_timeline,
 )
+
+from analysis.frames import build_frames, load_frames
+from analysis.metrics import policy_metrics
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,17 @@ import pytest
 
 from analysis.frames import build_frames
 from analysis.metrics import interference, lock_table, policy_metrics
-from tracer.timeline import EventInfo, Finding, Kind, QueueInfo, RpcInfo, ThreadInfo, Timeline
+from tracer.timeline import (
+    EventInfo,
+    EventTable,
+    Finding,
+    Kind,
+    QueueInfo,
+    RpcInfo,
+    RpcTable,
+    ThreadInfo,
+    Timeline,
+)
 
 K = Kind
 MAIN, W0, W1 = 0, 1, 2
@@ -27,11 +37,11 @@ def mainloop_blocked() -> Timeline:
     tl = Timeline(spec="mainloop", vms=["vm-a", "vm-b"],
                   threads=[ThreadInfo("main-loop", "mainloop"), ThreadInfo("rpc-0", "rpc-worker"),
                            ThreadInfo("rpc-1", "rpc-worker")],
-                  events=[EventInfo(A, "STOP", "inline", 100, 10),
+                  events=EventTable([EventInfo(A, "STOP", "inline", 100, 10),
                           EventInfo(B, "RTC_CHANGE", "inline", 200, 20),
                           EventInfo(B, "RTC_CHANGE", "inline", 1250, 30),
-                          EventInfo(A, "RTC_CHANGE", "inline", 1350, 40)],
-                  rpcs=[RpcInfo(A, "virDomainSlowOp", 0, False, [])],
+                          EventInfo(A, "RTC_CHANGE", "inline", 1350, 40)]),
+                  rpcs=RpcTable([RpcInfo(A, "virDomainSlowOp", 0, False, [])]),
                   queues=[QueueInfo("global", -1)], paths=["mainloop"])
     tl.records = [
         (0, K.RPC_ARRIVE, -1, A, 0, 0),
@@ -132,9 +142,9 @@ def test_overlapping_spans_of_two_other_vms_count_once() -> None:
     of vm-a waiting over [20, 200] saw 130 ns of other VMs' work, not 180."""
     tl = Timeline(spec="pool", vms=["vm-a", "vm-b", "vm-c"],
                   threads=[ThreadInfo("w", "event-worker")],
-                  events=[EventInfo(1, "RTC_CHANGE", "inline", 0, 1),
-                          EventInfo(0, "RTC_CHANGE", "inline", 20, 1)],
-                  rpcs=[RpcInfo(2, "query-status", 50, False, [])], paths=["worker"])
+                  events=EventTable([EventInfo(1, "RTC_CHANGE", "inline", 0, 1),
+                          EventInfo(0, "RTC_CHANGE", "inline", 20, 1)]),
+                  rpcs=RpcTable([RpcInfo(2, "query-status", 50, False, [])]), paths=["worker"])
     tl.records = [
         (0, K.HANDLER_BEGIN, 0, 1, 0, 0), (100, K.HANDLER_END, 0, 1, 0, 0),
         (100, K.EVENT_DONE, -1, 1, 0, 0),

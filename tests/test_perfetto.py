@@ -14,7 +14,16 @@ from perfetto.protos.perfetto.trace import perfetto_trace_pb2 as pb
 from perfetto_tp import query_traces, require_trace_processor
 
 from tracer.perfetto import TraceWriter
-from tracer.timeline import EventInfo, Kind, QueueInfo, RpcInfo, RpcTable, ThreadInfo, Timeline
+from tracer.timeline import (
+    EventInfo,
+    EventTable,
+    Kind,
+    QueueInfo,
+    RpcInfo,
+    RpcTable,
+    ThreadInfo,
+    Timeline,
+)
 from tracer.trace_check import check_file
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "perfetto.md"
@@ -167,7 +176,7 @@ def _overlapping_timeline() -> Timeline:
     """Records whose slices do not nest on one thread: a job wait ends inside a lock wait,
     a handler ends inside a lock wait."""
     tl = Timeline(spec="nesting", vms=["vm-a"], threads=[ThreadInfo("w", "event-worker")],
-                  events=[EventInfo(0, "STOP", "inline", 0, 10)], paths=["inline"])
+                  events=EventTable([EventInfo(0, "STOP", "inline", 0, 10)]), paths=["inline"])
     tl.records = [
         (10, Kind.JOB_WAIT, 0, 0, 5, 0),
         (20, Kind.LOCK_WAIT, 0, 0, -1, 0),
@@ -209,7 +218,7 @@ def test_fast_path_is_byte_identical_to_trace_packets(tmp_path: Path) -> None:
 def test_packets_match_hand_built_trace_packets(tmp_path: Path) -> None:
     """A BEGIN with category, annotations and a terminating flow, built field by field."""
     tl = Timeline(spec="s", vms=["vm-a"], threads=[ThreadInfo("w", "rpc-worker")],
-                  rpcs=[RpcInfo(0, "virDomainSuspend", 0, False, ["stop"])])
+                  rpcs=RpcTable([RpcInfo(0, "virDomainSuspend", 0, False, ["stop"])]))
     tl.records = [(100, Kind.RPC_ARRIVE, -1, 0, 0, 0), (20_000_000_000, Kind.RPC_START, 0, 0, 0, 7)]
     data = write_trace(tmp_path / "b.pftrace", [tl]).read_bytes()
     packets = pb.Trace.FromString(data).packet
@@ -272,8 +281,10 @@ def random_timeline(draw: st.DrawFn) -> Timeline:
     tl = Timeline(
         spec=draw(st.sampled_from(["pool", "mainloop", "two-stage:x=1"])), vms=["vm-a", "vm-b"],
         threads=[ThreadInfo(f"t{i}", "rpc-worker") for i in range(THREADS)],
-        events=[EventInfo(i % VM_COUNT, f"E{i}", "inline", 0, 1) for i in range(EVENTS)],
-        rpcs=[RpcInfo(i % VM_COUNT, f"api{i}", 0, False, ["c0", "c1"]) for i in range(RPCS)],
+        events=EventTable([EventInfo(i % VM_COUNT, f"E{i}", "inline", 0, 1)
+                           for i in range(EVENTS)]),
+        rpcs=RpcTable([RpcInfo(i % VM_COUNT, f"api{i}", 0, False, ["c0", "c1"])
+                       for i in range(RPCS)]),
         queues=[QueueInfo("q", -1)], paths=["inline", "worker"],
     )
     owners = st.integers(-EVENTS, RPCS - 1)

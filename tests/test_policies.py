@@ -16,10 +16,7 @@ from statistics import fmean
 from types import ModuleType
 
 import pytest
-
-from replay.profile import load_profile
-from replay.scenarios import SCENARIOS
-from tests.replay_helpers import (
+from replay_helpers import (
     BETWEEN,
     DEFERRED,
     INLINE,
@@ -33,6 +30,9 @@ from tests.replay_helpers import (
     read_ns,
     replay,
 )
+
+from replay.profile import load_profile
+from replay.scenarios import SCENARIOS
 from tracer.timeline import Kind
 
 POLICIES = ("mainloop", "two-stage", "pool", "per-vm-thread")

@@ -13,12 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
-from replay.policy import parse_spec
-from replay.profile import load_profile
-from replay.run import run
-from replay.scenarios import SCENARIOS
-from tests.replay_helpers import (
+from replay_helpers import (
     Fcfs,
     QueueWaits,
     S,
@@ -27,6 +22,11 @@ from tests.replay_helpers import (
     erlang_c_wait,
     fcfs_waits,
 )
+
+from replay.policy import parse_spec
+from replay.profile import load_profile
+from replay.run import run
+from replay.scenarios import SCENARIOS
 from tracer.session import Record as SessionRecord
 
 POISSON = SCENARIOS["poisson"]

@@ -12,9 +12,9 @@ from typing import Any
 
 import orjson
 import pytest
+from conftest import RunCli
 
 from replay.scenarios import SCENARIOS
-from tests.conftest import RunCli
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
 

@@ -10,8 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import RunCli
+from conftest import RunCli
 
 
 @pytest.fixture(scope="module")

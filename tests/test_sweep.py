@@ -8,9 +8,9 @@ from typing import Any
 
 import orjson
 import pytest
+from conftest import RunCli
 
 from analysis.sweep import SweepError, combinations, parse_grid, points, run_sweep
-from tests.conftest import RunCli
 
 
 def test_grid_and_labels() -> None:

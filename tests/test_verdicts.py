@@ -7,10 +7,10 @@ from typing import Any
 
 import orjson
 import pytest
+from conftest import RunCli
 
 from analysis.verdicts import JUDGES, Case, judge
 from replay import cli_analysis
-from tests.conftest import RunCli
 
 
 def _results(**over: Any) -> dict[str, Any]:

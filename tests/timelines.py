@@ -13,10 +13,12 @@ from __future__ import annotations
 from tracer.timeline import (
     DROP_JOB_TIMEOUT,
     EventInfo,
+    EventTable,
     Finding,
     Kind,
     QueueInfo,
     RpcInfo,
+    RpcTable,
     ThreadInfo,
     Timeline,
 )
@@ -60,8 +62,8 @@ def _tables(spec: str, threads: list[tuple[str, str, int]], queues: list[QueueIn
         spec=spec,
         vms=list(VMS),
         threads=[ThreadInfo(name, role, vm) for name, role, vm in threads],
-        events=[EventInfo(*e) for e in _EVENTS],
-        rpcs=[RpcInfo(vm, api, t, prio, list(cmds)) for vm, api, t, prio, cmds in _RPCS],
+        events=EventTable([EventInfo(*e) for e in _EVENTS]),
+        rpcs=RpcTable([RpcInfo(vm, api, t, prio, list(cmds)) for vm, api, t, prio, cmds in _RPCS]),
         queues=queues,
         paths=list(PATHS),
     )
