@@ -1,4 +1,4 @@
-"""Metrics of DESIGN §7 computed from the frames, one policy at a time.
+"""Metrics computed from the frames, one policy at a time.
 
 Everything here reads :class:`analysis.frames.Frames` only, so a report's numbers can be
 recomputed from an export. Percentiles: numpy ``quantile`` with ``method="linear"`` (the
@@ -17,7 +17,7 @@ from analysis.collector import stats
 from analysis.frames import Frames
 
 MS = 1e6
-#: Finding kinds, in report order (DESIGN §7).
+#: Finding kinds, in report order .
 FINDING_KINDS = ("deadlock", "starvation", "ordering-violation", "unbounded-growth",
                  "rare-path", "qemu-no-reply")
 #: Thread roles that read monitors: time in handler stages stalls reading

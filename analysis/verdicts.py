@@ -1,7 +1,7 @@
-"""The verdict table: each DESIGN §9 scenario × policy judged from its replay results.
+"""The verdict table: each built-in scenario × policy judged from its replay results.
 
 Pure functions of a policy's results (one entry of ``results.json`` ``policies``): the
-expectation is DESIGN §9's "pass when" for that row, the observation is built from the
+expectation is the pass criterion of that scenario's claim, the observation is built from the
 measured numbers and findings, and ``passed`` compares the two. Nothing here looks at
 what a run happened to print before: thresholds come from the claims.
 """
@@ -151,7 +151,7 @@ def _fleet(case: Case, r: dict[str, Any]) -> tuple[str, str, bool]:
             r["deadlocks"] == 0 and r["job_timeouts"] == 0 and r["events_handled"] == r["events"])
 
 
-#: DESIGN §9 rows, in table order.
+#: The scenario rows, in table order.
 JUDGES: dict[str, Judge] = {
     "hol-blocking": _hol,
     "event-flood": _flood,

@@ -1,5 +1,5 @@
 """End to end: ``qmpreplay replay`` of a 1M-message fleet session file, whole process,
-against the SimPy model's whole process on the same file (DESIGN §10 goal: ≥ 5×).
+against the SimPy model's whole process on the same file (goal: ≥ 5×).
 
 The session (200 VMs) is written once to the temp folder. Each command is run as a
 subprocess and timed wall-clock, like hyperfine (pyperf ``command`` benchmarks).

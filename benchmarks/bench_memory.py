@@ -1,6 +1,6 @@
 """Peak memory of a replay: ``qmpreplay replay`` of fleet sessions of 200k and 2M
 messages (200 VMs), each in its own process; the peak RSS is read from
-``resource.getrusage(RUSAGE_CHILDREN)`` after the child exits. DESIGN §10: the state's
+``resource.getrusage(RUSAGE_CHILDREN)`` after the child exits. The goal: the state's
 memory must not grow with the session's length (per-event result arrays excepted).
 
     python benchmarks/bench_memory.py [--sizes 200000 2000000] [--policy per-vm-thread]

@@ -5,7 +5,7 @@ once per worker process, so decoding is excluded. Timed: one replay per policy w
 records discarded (``observe=None``, the engine's fastest mode) and with the timeline
 kept (metrics collector + a record list, as ``qmpreplay replay`` keeps it), and the SimPy
 model (``simpy_fleet.py``, per-vm-thread semantics). Prints messages/s and the ratio of
-each to SimPy's messages/s (DESIGN §10 goals: ≥ 15× discarded, ≥ 10× kept).
+each to SimPy's messages/s (goals: ≥ 15× discarded, ≥ 10× kept).
 
     python benchmarks/bench_replay.py --fast
     python benchmarks/bench_replay.py -p 1 -n 1 -w 0 -l 1   # one timing each

@@ -1,4 +1,4 @@
-"""An idiomatic SimPy model of the ``fleet`` workload: the speed baseline of DESIGN §10.
+"""An idiomatic SimPy model of the ``fleet`` workload: the speed baseline of the replay benchmarks.
 
 The same session records, the same cost profile and the same host model as far as a
 straightforward SimPy model goes: ``simpy.Resource`` for the RPC worker pool, each VM's

@@ -1,5 +1,5 @@
-"""``qmpreplay scenarios`` (the verdict table of DESIGN §9) and ``qmpreplay sweep``: the
-commands that run many replays and judge or compare them."""
+"""``qmpreplay scenarios`` (the verdict table: one row per scenario and policy) and
+``qmpreplay sweep``: the commands that run many replays and judge or compare them."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ TABLE_OVERRIDES: dict[str, dict[str, str]] = {"fleet": {"vms": "100", "duration_
 
 
 def scenario_specs(name: str) -> list[str]:
-    """The four policies, with the scenario's own pool spec and variant (DESIGN §9)."""
+    """The four policies, with the scenario's own pool spec and variant ."""
     extra = SCENARIOS[name].extra
     specs = [extra.get("pool", "pool") if p == "pool" else p for p in POLICIES]
     if "variant" in extra:
@@ -100,7 +100,7 @@ def register(app: typer.Typer) -> None:
             show_default=False)] = 0,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     ) -> None:
-        """Replay every DESIGN §9 scenario under the four policies and judge each claim.
+        """Replay every built-in scenario under the four policies and judge each claim.
 
         Prints claim, expected, observed and pass/fail per scenario × policy; exit status
         1 when a verdict fails. [bold]fleet[/] runs smaller here (vms=100, duration_s=10).
@@ -129,7 +129,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(orjson.dumps(doc).decode())
         else:
-            table = Table(title="DESIGN §9 verdicts" + (
+            table = Table(title="Scenario verdicts" + (
                 " (fleet: vms=100, duration_s=10)" if "fleet" in chosen else ""))
             for col in ("scenario / claim", "policy", "expected", "observed", "verdict"):
                 table.add_column(col)

@@ -1,5 +1,5 @@
 """Findings: deadlocks, starvation, ordering violations, unbounded growth, rare paths,
-and commands QEMU never answered (DESIGN §7).
+and commands QEMU never answered.
 
 :class:`Watch` is told by the primitives when a thread starts waiting or gets what it
 waited for. A deadlock is found the moment a wait-for cycle closes — following from the

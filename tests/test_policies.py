@@ -1,9 +1,9 @@
 """The four policies on tiny sessions, with exact times derived from the default profile.
 
-Costs (DESIGN §4, in µs): read 10 + 0.001/byte, inline 30, deferred 100, wake 10, pre 50,
-locked 20, between 20, post 50. An RPC: pre → lock → job → locked → per command: unlock,
-send, reply read by the monitor's reader, re-lock → between → [sync wait] → post → end
-job → unlock. A command without API boundaries is an RPC arriving at send − pre. The
+Costs (the default cost profile, in µs): read 10 + 0.001/byte, inline 30, deferred 100,
+wake 10, pre 50, locked 20, between 20, post 50. An RPC: pre → lock → job → locked → per
+command: unlock, send, reply read by the monitor's reader, re-lock → between → [sync wait]
+→ post → end job → unlock. A command without API boundaries is an RPC arriving at send − pre. The
 read cost of a message is ``read_ns(record)``; everything else is spelled out per case.
 """
 

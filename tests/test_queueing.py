@@ -1,4 +1,4 @@
-"""DESIGN §10: the RPC pool is exact where queueing theory is exact.
+"""The RPC pool is exact where queueing theory is exact.
 
 A Poisson session (the ``poisson`` scenario, generated in-process: query-status commands
 round-robin over 1,000 VMs, so no two RPCs of one VM ever overlap and no lock is
@@ -32,7 +32,7 @@ from tracer.session import Record as SessionRecord
 POISSON = SCENARIOS["poisson"]
 SERVICE_MS = 1.0
 MU = 1000 / SERVICE_MS  # services per second
-#: Sizes tried for the Erlang C runs, smallest first (DESIGN §10: about 0.3–1.6 M RPCs;
+#: Sizes tried for the Erlang C runs, smallest first (about 0.3–1.6 M RPCs;
 #: M/M/5 at 0.8 needs a little more).
 SIZES = range(300_000, 2_400_001, 50_000)
 MAX_HALF_WIDTH = 0.03

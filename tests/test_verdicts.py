@@ -1,4 +1,4 @@
-"""The DESIGN §9 verdict table: every row passes on real replays; a failing row exits 1."""
+"""The scenario verdict table: every row passes on real replays; a failing row exits 1."""
 
 from __future__ import annotations
 

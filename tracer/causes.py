@@ -2,8 +2,9 @@
 
 Both ``qmpreplay inspect`` and the replay's workload builder need to know that a STOP
 came from a ``stop`` so that the event can move with its command. The facts are those of
-QEMU 7.2 (``reference/qmp.md`` §2, §4, §5): a command may cause several events (RESET ×2
-after ``system_reset`` under SeaBIOS, many JOB_STATUS_CHANGE per block job), alternatives
+QEMU 7.2 (its QAPI event documentation and what a real QEMU 7.2 was seen to do): a command
+may cause several events (RESET ×2 after ``system_reset`` under SeaBIOS, many
+JOB_STATUS_CHANGE per block job), alternatives
 (``block-job-cancel`` ends with BLOCK_JOB_CANCELLED before READY, BLOCK_JOB_COMPLETED
 after), and some events must name the command's object (a device id or path, a job id).
 

@@ -1,1 +1,1 @@
-"""The built-in dispatch policies (DESIGN §5), one module each."""
+"""The built-in dispatch policies, one module each."""

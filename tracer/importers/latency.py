@@ -1,7 +1,7 @@
 """Synthetic times for sources that have none (iotests transcripts, libvirt ``.replies``).
 
 Such sources keep only the order of messages. A replay still needs times, so the
-importer assigns them from what QEMU 7.2 was measured to do (``reference/qmp.md`` §5) and
+importer assigns them from what QEMU 7.2 was measured to do (medians on QEMU 7.2, TCG) and
 marks the session ``clock: synthetic``. The rule, per VM:
 
 - a command is sent 1 ms after the previous message;

@@ -1,7 +1,7 @@
 """Import libvirt debug logs (libvirtd / virtqemud) as sessions.
 
-Line shapes read (``reference/libvirt-dispatch.md`` §6), each optionally preceded by a line
-number (``329344 2020-09-07 ...``):
+Line shapes read (libvirt's debug log and its QEMU monitor probes), each optionally
+preceded by a line number (``329344 2020-09-07 ...``):
 
 - file prefix ``YYYY-MM-DD HH:MM:SS.mmm+0000: TID: level : func:line : message``, also
   without the date (``libvirtd(8) 19:03:07.261+0000: ...``, old ``10:49:35.755: ...``);
