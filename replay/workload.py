@@ -186,19 +186,20 @@ class Workload:
         kind = rec["kind"]
         vm_name = rec["vm"]
         vm = self._vm_index[vm_name]
-        cause = self._attributor.feed(index, rec)
         if kind == "event" or kind == "eof":
             name = rec["name"] if kind == "event" else "MONITOR_EOF"
             ev = Event(vm, name, self._class_code(name), t, _size(rec))
+            cause = self._attributor.feed(index, rec) if self._commands else None
             cmd = self._commands.get(cause) if cause is not None else None
             if cmd is None:
                 self._push(t, ev)
             else:
                 self._attach(cmd, t - cmd.t_send, ev)
-        elif kind == "command":
-            self._command(rec, index, vm, t)
         elif kind == "reply" or kind == "error":
             self._reply(rec, t, kind == "error")
+        elif kind == "command":
+            self._attributor.feed(index, rec)
+            self._command(rec, index, vm, t)
         elif kind == "api-begin":
             costs = self.profile.api(rec["name"], qmp_command=False)
             rpc = Rpc(vm, rec["name"], t, costs, complete=False)
