@@ -131,5 +131,5 @@ for (const [index, job] of jobs.entries()) {
   for (const sql of job.queries) perTrace.push(await run(sql));
   results.push(perTrace);
 }
-log(JSON.stringify({ results }));
-process.exit(0);
+// process.exit() would cut a large answer short on a pipe: exit once stdout has drained.
+process.stdout.write(JSON.stringify({ results }) + "\n", () => process.exit(0));
