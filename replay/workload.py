@@ -24,7 +24,7 @@ more than the lookahead is delivered as soon as possible instead of in the past.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from replay.profile import ApiCosts, Profile
@@ -302,7 +302,3 @@ def _id_key(rec: Record) -> str:
     qid = rec["id"]
     return qid if isinstance(qid, str) else repr(qid)
 
-
-def from_items(items: Iterable[tuple[int, Item]]) -> Iterator[tuple[int, Item]]:
-    """A workload made in-process (tests, queueing checks): items already in time order."""
-    return iter(items)

@@ -56,7 +56,7 @@ from array import array
 from collections.abc import Iterator, MutableSequence, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, Protocol, overload
+from typing import Any, overload
 
 
 class Kind(IntEnum):
@@ -95,9 +95,6 @@ DROP_JOB_TIMEOUT = 1   # its handler gave up waiting for the job
 DROP_DESTROYED = 2     # its VM was destroyed while it was queued
 DROP_NOT_SENT = 3      # caused by a command that the replay never sent
 
-#: Thread roles, as named in traces and reports.
-ROLES = ("mainloop", "vm-thread", "rpc-worker", "prio-worker", "event-worker", "global-worker")
-
 #: Event classes (from the cost profile).
 CLASSES = ("inline", "deferred", "conditional", "inline+deferred")
 
@@ -113,6 +110,9 @@ def owner_event(owner: int) -> int:
 
 @dataclass(slots=True)
 class ThreadInfo:
+    """A modelled thread: ``role`` is one of mainloop, vm-thread, rpc-worker, prio-worker,
+    event-worker, global-worker (``vm`` is set for a VM's own thread)."""
+
     name: str
     role: str
     vm: int = -1
@@ -301,12 +301,6 @@ class RpcTable(MutableSequence[RpcInfo]):
 
     def insert(self, i: int, row: RpcInfo) -> None:
         raise TypeError("RPC rows are appended, never inserted")
-
-
-class Sink(Protocol):
-    """Where records go. ``emit`` is on the hot path: keep it a bound ``list.extend``."""
-
-    def emit(self, record: tuple[int, int, int, int, int, int]) -> None: ...
 
 
 def rows(chunk: Sequence[int]) -> Iterator[tuple[int, int, int, int, int, int]]:
