@@ -565,29 +565,12 @@ class PolicyTrace:
         if "lock.wait" in waiter.keys:
             self._end(head, waiter, "lock.wait")
         track = self._mutex[vm] or self._vm_track(ts, vm, "mutex", 0, self._mutex)
-        entry = track.begins.get(thread)
-        track.keys.append(thread)
-        if entry is None:
-            body = self._tail(track, _SLICE_BEGIN, self._tl.threads[thread].name)
-            track.begins[thread] = (body, _field_bytes(b"\x5a", body) + _FLAG)
-            track.bodies.append(body)
-            self._emit(head, body, True)
-            return
-        track.bodies.append(entry[0])
-        packet = head + entry[1]
-        self._append(_FRAMES[len(packet)] + packet)
+        self._begin_fixed(head, track, thread, self._tl.threads[thread].name)
 
     def _lock_release(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
                       value: int) -> None:
         track = self._mutex[vm] or self._vm_track(ts, vm, "mutex", 0, self._mutex)
-        keys = track.keys
-        if keys and keys[-1] == thread:
-            keys.pop()
-            track.bodies.pop()
-            packet = head + track.end_rest
-            self._append(_FRAMES[len(packet)] + packet)
-        elif thread in keys:
-            self._cut(head, track, thread, b"")
+        self._end(head, track, thread)
 
     def _job_wait(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
                   value: int) -> None:
@@ -606,14 +589,7 @@ class PolicyTrace:
     def _job_end(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
                  value: int) -> None:
         track = self._job[vm] or self._vm_track(ts, vm, "job", 1, self._job)
-        keys = track.keys
-        if keys and keys[-1] == ref:
-            keys.pop()
-            track.bodies.pop()
-            packet = head + track.end_rest
-            self._append(_FRAMES[len(packet)] + packet)
-        elif ref in keys:
-            self._cut(head, track, ref, b"")
+        self._end(head, track, ref)
 
     def _job_timeout(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
                      value: int) -> None:
