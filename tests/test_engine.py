@@ -346,7 +346,9 @@ def _costs(priority: bool) -> ApiCosts:
     return ApiCosts(pre=0, locked=0, between=0, post=0, priority=priority)
 
 
-def test_prio_workers_take_only_high_priority_rpcs_normal_workers_the_head() -> None:
+def _pool() -> tuple[Engine, RpcPool, list[tuple[str, str, int]]]:
+    """One normal and one prio worker whose RPCs each take 1000 ns; runs records
+    (worker, API, start time)."""
     engine = Engine()
     runs: list[tuple[str, str, int]] = []
 
@@ -354,7 +356,11 @@ def test_prio_workers_take_only_high_priority_rpcs_normal_workers_the_head() -> 
         runs.append((th.name, rpc.api, engine.now))
         yield 1000
 
-    pool = RpcPool(engine, body, workers=1, max_workers=0, prio_workers=1)
+    return engine, RpcPool(engine, body, workers=1, max_workers=0, prio_workers=1), runs
+
+
+def test_prio_workers_take_only_high_priority_rpcs_normal_workers_the_head() -> None:
+    engine, pool, runs = _pool()
     rpcs = [Rpc(0, "n1", 10, _costs(False)), Rpc(0, "n2", 20, _costs(False)),
             Rpc(0, "destroy", 30, _costs(True)), Rpc(0, "n3", 40, _costs(False)),
             Rpc(0, "lookup", 2500, _costs(True))]
@@ -369,14 +375,7 @@ def test_prio_workers_take_only_high_priority_rpcs_normal_workers_the_head() -> 
 
 
 def test_normal_worker_takes_a_high_priority_rpc_at_the_head() -> None:
-    engine = Engine()
-    runs: list[tuple[str, str, int]] = []
-
-    def body(th: Thread, rpc: Rpc) -> Body:
-        runs.append((th.name, rpc.api, engine.now))
-        yield 1000
-
-    pool = RpcPool(engine, body, workers=1, max_workers=0, prio_workers=1)
+    engine, pool, runs = _pool()
     destroy = Rpc(0, "destroy", 10, _costs(True))
     engine.run(iter([(10, pool.submit, destroy)]))
     # an idle normal worker takes whatever is at the head, priority or not

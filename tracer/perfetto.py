@@ -421,6 +421,25 @@ class PolicyTrace:
 
     # -- TrackEvent encoding -----------------------------------------------------------
 
+    def _emit_flagged(self, head: bytes, body: bytes) -> None:
+        """A TrackEvent packet that uses interned state: built inline when no new interned
+        entry has to go with it (the common case)."""
+        if self._pending:
+            self._emit(head, body, True)
+        else:
+            packet = head + b"\x5a" + _SMALL[len(body)] + body + _FLAG
+            self._append(_FRAMES[len(packet)] + packet)
+
+    def _begin_ending_flow(self, head: bytes, track: _Track, key: Hashable, body: bytes,
+                           subject: int, flows: set[int], flow_base: int) -> None:
+        """Open a slice; if the subject's arrival flow is still open, this slice ends it."""
+        track.keys.append(key)
+        track.bodies.append(body)
+        if subject in flows:
+            flows.discard(subject)
+            body += _FLOW_IN + (flow_base | subject << 1).to_bytes(8, "little")
+        self._emit_flagged(head, body)
+
     def _emit(self, head: bytes, body: bytes, interned: bool) -> None:
         """One TrackEvent packet; interned entries not written yet go with it."""
         packet = head + _field_bytes(b"\x5a", body)
@@ -604,17 +623,8 @@ class PolicyTrace:
             tail = track.handler_tails[name] = self._tail(track, _SLICE_BEGIN, "handle:" + name)
         encoded = _SMALL[ref] if ref < 0x4000 else _uvarint(ref)
         body = _CAT_EVENT + _EVENT_PFX[len(encoded)] + encoded + self._vm_args[vm] + tail
-        track.keys.append(ref << 1)
-        track.bodies.append(body)
-        flows = self._open_event_flows
-        if ref in flows:
-            flows.discard(ref)
-            body += _FLOW_IN + (self._event_flow | ref << 1).to_bytes(8, "little")
-        if self._pending:
-            self._emit(head, body, True)
-        else:
-            packet = head + b"\x5a" + _SMALL[len(body)] + body + _FLAG
-            self._append(_FRAMES[len(packet)] + packet)
+        self._begin_ending_flow(head, track, ref << 1, body, ref, self._open_event_flows,
+                                self._event_flow)
 
     def _handler_end(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
                      value: int) -> None:
@@ -670,11 +680,7 @@ class PolicyTrace:
         encoded = _SMALL[ref] if ref < 0x4000 else _uvarint(ref)
         body = (prefixes[len(encoded)] + encoded + tail + _FLOW_OUT
                 + (flow_base | ref << 1).to_bytes(8, "little"))
-        if self._pending:
-            self._emit(head, body, True)
-        else:
-            packet = head + b"\x5a" + _SMALL[len(body)] + body + _FLAG
-            self._append(_FRAMES[len(packet)] + packet)
+        self._emit_flagged(head, body)
 
     def _event_dropped(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
                        value: int) -> None:
@@ -723,17 +729,8 @@ class PolicyTrace:
         queued = _SMALL[value] if 0 <= value < 0x4000 else _uvarint(value)
         body = (_CAT_RPC + _RPC_PFX[len(encoded)] + encoded + self._vm_args[vm]
                 + _QUEUE_NS_PFX[len(queued)] + queued + tail)
-        track.keys.append(ref << 1 | 1)
-        track.bodies.append(body)
-        flows = self._open_rpc_flows
-        if ref in flows:
-            flows.discard(ref)
-            body += _FLOW_IN + (self._rpc_flow | ref << 1).to_bytes(8, "little")
-        if self._pending:
-            self._emit(head, body, True)
-        else:
-            packet = head + b"\x5a" + _SMALL[len(body)] + body + _FLAG
-            self._append(_FRAMES[len(packet)] + packet)
+        self._begin_ending_flow(head, track, ref << 1 | 1, body, ref, self._open_rpc_flows,
+                                self._rpc_flow)
 
     def _rpc_end(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
                  value: int) -> None:
