@@ -9,6 +9,10 @@ Three things drive time: a heap of ``(t, seq, fn, arg)`` callbacks, a stream of 
 arrivals merged outside the heap (so a session never sits in memory), and *settle*
 callbacks that run once every callback at the current ns has run (a non-fair mutex draws
 its next holder then, among every thread that contended during that ns).
+
+A thread resumed by the engine loop that yields a cost ending before anything else can
+happen (no callback, arrival or settle due until then) just moves the clock and goes on:
+the heap would have handed it back next anyway, so the order of everything is unchanged.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from typing import Any
 PARK = None
 #: What a primitive returns when the thread may go on at once.
 GO = 0
+#: A time after every run's end.
+NEVER = 1 << 62
 
 Body = Generator[int | None, None, None]
 Record = tuple[int, int, int, int, int, int]
@@ -49,6 +55,8 @@ class Engine:
         self.threads: list[Thread] = []
         #: Last virtual time the run may reach (None: no limit); may be raised while running.
         self.horizon: int | None = None
+        #: Time of the next workload arrival (:data:`NEVER` when none is pending).
+        self.t_next = NEVER
         #: The thread whose step is running (None in callbacks outside any thread).
         self.stepping: Thread | None = None
 
@@ -69,9 +77,8 @@ class Engine:
         """
         heap = self._heap
         settle = self._settle
-        never = 1 << 62
         nxt = next(arrivals, None)
-        t_next = nxt[0] if nxt is not None else never
+        t_next = self.t_next = nxt[0] if nxt is not None else NEVER
         steps = 0
         while True:
             if heap and heap[0][0] < t_next:
@@ -105,7 +112,7 @@ class Engine:
                 self.now = t_next
             nxt[1](nxt[2])
             nxt = next(arrivals, None)
-            t_next = nxt[0] if nxt is not None else never
+            t_next = self.t_next = nxt[0] if nxt is not None else NEVER
         return self.now
 
     def _run_settle(self) -> None:
@@ -153,9 +160,10 @@ class Thread:
 
     def start(self, body: Body) -> None:
         self.gen = body
-        self.engine.at(self.engine.now, self.step)
+        self.engine.at(self.engine.now, self.resume)
 
-    def step(self, _: Any = None) -> None:
+    def step(self) -> None:
+        """Run the body up to its next wait, from inside a callback (the clock stays)."""
         gen = self.gen
         assert gen is not None
         engine = self.engine
@@ -171,7 +179,35 @@ class Thread:
             d = None
         engine.stepping = outer
         if d is not None:
-            heappush(engine._heap, (engine.now + d, next(engine._seq), self.step, None))
+            heappush(engine._heap, (engine.now + d, next(engine._seq), self.resume, None))
+
+    def resume(self, _: Any = None) -> None:
+        """Run the body from the engine loop, spending at once every cost that ends
+        before anything else is due."""
+        gen = self.gen
+        assert gen is not None
+        engine = self.engine
+        heap = engine._heap
+        settle = engine._settle
+        horizon = NEVER if engine.horizon is None else engine.horizon
+        engine.stepping = self
+        send = gen.send
+        try:
+            d = send(None)
+            while d is not None:
+                if d:
+                    t = engine.now + d
+                    if ((heap and heap[0][0] <= t) or engine.t_next <= t or settle
+                            or t > horizon):
+                        break
+                    engine.now = t
+                d = send(None)
+        except StopIteration:
+            self.gen = None
+            d = None
+        engine.stepping = None
+        if d is not None:
+            heappush(heap, (engine.now + d, next(engine._seq), self.resume, None))
 
     def wake(self) -> None:
         """Make a parked thread runnable now (invalidating its pending timers).
@@ -185,7 +221,7 @@ class Thread:
         if engine.stepping is None:
             self.step()
         else:
-            heappush(engine._heap, (engine.now, next(engine._seq), self.step, None))
+            heappush(engine._heap, (engine.now, next(engine._seq), self.resume, None))
 
     def __repr__(self) -> str:
         return f"<Thread {self.name}>"
