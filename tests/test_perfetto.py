@@ -222,13 +222,16 @@ def test_packets_match_hand_built_trace_packets(tmp_path: Path) -> None:
     tl.records = [(100, Kind.RPC_ARRIVE, -1, 0, 0, 0), (20_000_000_000, Kind.RPC_START, 0, 0, 0, 7)]
     data = write_trace(tmp_path / "b.pftrace", [tl]).read_bytes()
     packets = pb.Trace.FromString(data).packet
-    # The sequence's first packet interns categories, annotation names and VM names.
-    interned = packets[1].interned_data
+    # The sequence's first packet sets its clock; the next one interns categories,
+    # annotation names and VM names.
+    assert packets[1].HasField("clock_snapshot")
+    interned = packets[2].interned_data
     category = {c.name: c.iid for c in interned.event_categories}["rpc"]
     arg = {a.name: a.iid for a in interned.debug_annotation_names}
     vm_iid = {s.str: s.iid for s in interned.debug_annotation_string_values}[b"vm-a"]
     begin = packets[-2]  # the last one is the END written by end()
-    expected = pb.TracePacket(timestamp=20_000_000_000, trusted_packet_sequence_id=2,
+    # Timestamps are deltas on the sequence's clock: this one follows the arrival at 100.
+    expected = pb.TracePacket(timestamp=20_000_000_000 - 100, trusted_packet_sequence_id=2,
                               sequence_flags=2)
     event = expected.track_event
     event.category_iids.append(category)

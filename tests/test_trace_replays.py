@@ -101,8 +101,15 @@ def test_slices_counters_flows_and_findings_match_the_replay(replays: dict[str, 
         assert len(handled) == result["events_handled"]
         completed = {r["rpc"] for r in rows if r["category"] == "rpc" and r["error"] is not None}
         assert len(completed) == result["rpcs_completed"]
-        assert peaks.get(spec, 0) == result["peak_queue_depth"]
         mine = records[records["policy"] == p]
+        # Times are deltas on the sequence clock: each RPC slice must still span exactly its
+        # RPC_START .. RPC_END, to the ns.
+        start = mine[mine["kind"] == Kind.RPC_START].set_index("ref")["t_ns"]
+        end = mine[mine["kind"] == Kind.RPC_END].set_index("ref")["t_ns"]
+        spans = {(r["rpc"], r["ts"], r["ts"] + r["dur"]) for r in rows
+                 if r["category"] == "rpc" and r["error"] is not None and r["unfinished"] is None}
+        assert spans == {(rpc, int(start[rpc]), int(end[rpc])) for rpc in completed}
+        assert peaks.get(spec, 0) == result["peak_queue_depth"]
         with_handler = mine.loc[mine["kind"] == Kind.HANDLER_BEGIN, "ref"].nunique()
         started = (mine["kind"] == Kind.RPC_START).sum()
         assert flows.get(spec, 0) == with_handler + started

@@ -9,12 +9,18 @@ Why the protobuf is encoded by hand: building ``TracePacket`` objects costs abou
 event, more than the replay spends per message. Fields are written in field-number order,
 as the official serializer does, so the bytes are identical to ``SerializeToString`` of
 the same packets (a test keeps it so). Track descriptors are rare and use the official
-objects. The hot path costs one Python call per record: the packet head (timestamp and
-sequence id) is encoded once per distinct timestamp, and each track caches the encoded
+objects. The hot path costs one Python call per record: the packet head (timestamp delta
+and sequence id) comes from tables of encoded heads, and each track caches the encoded
 parts of its events per name, so most packets are a few concatenations of cached bytes.
 
 Size: most packets are a bare slice BEGIN or END, so every byte they share counts.
 
+- Timestamps are deltas on an incremental sequence clock (id 64): each sequence starts
+  with a ClockSnapshot tying it to BOOTTIME at 0 and makes it the sequence's default
+  clock, so a TrackEvent carries the ns since the previous one (0 within a record, a few
+  bytes between records) instead of an absolute 5-6 byte time. Track descriptors, written
+  in the middle of a record, carry their absolute time on BOOTTIME instead, so they leave
+  the sequence clock alone.
 - Track uuids come from one counter per file, shared by all policies (0 is the root
   track): unique across the trace, deterministic, and a 1-2 byte varint instead of a
   policy-prefixed 6-byte one.
@@ -27,6 +33,10 @@ Size: most packets are a bare slice BEGIN or END, so every byte they share count
   what is derivable is left out: the event class follows from the event name, the stage
   is only written (on the END) for a deferred stage, ``handled`` holds the path that
   handled the event, and slices on per-VM tracks carry no category (the track says it).
+
+Tracks are described where their first slice begins (an END on a track that never had
+one is dropped with nothing to describe), so a record's descriptors always come before a
+TrackEvent of the same record.
 
 Slices on one track must nest: Perfetto closes the most recent open slice on an END and
 silently mis-times overlapping ones. Every track keeps the stack of slices it opened; an
@@ -84,8 +94,11 @@ def _varint(value: int) -> bytes:
 #: Varints of 0 .. 2**14 - 1, and the same 14 bits as two bytes that both continue.
 _SMALL = [_varint(v) for v in range(0x4000)]
 _CONT = [bytes(((v & 0x7F) | 0x80, (v >> 7) | 0x80)) for v in range(0x4000)]
-#: A timestamp field tag followed by the low 14 bits of a timestamp of 2**14 ns or more.
+#: A timestamp field tag followed by the low 14 bits of a delta of 2**14 ns or more.
 _TS_LOW = [b"\x40" + v for v in _CONT]
+#: The incremental clock of every policy's sequence (sequence-scoped ids are 64-127).
+_SEQUENCE_CLOCK = 64
+_BOOTTIME = 6
 #: ``Trace.packet`` field headers of packets shorter than 2**14 bytes, by length.
 _FRAMES = [b"\x0a" + v for v in _SMALL]
 
@@ -268,9 +281,10 @@ def _field_number(entry: tuple[int, bytes]) -> int:
     return entry[0]
 
 
-def _head(ts: int, seq: bytes) -> bytes:
-    """Timestamp and sequence id fields: the start of every TrackEvent packet at ``ts``."""
-    return b"\x40" + _uvarint(ts) + seq
+def _head(delta: int, seq: bytes) -> bytes:
+    """Timestamp and sequence id fields: the start of a TrackEvent packet ``delta`` ns after
+    the previous one of its sequence."""
+    return b"\x40" + _uvarint(delta) + seq
 
 
 _Handler = Callable[[int, bytes, int, int, int, int], None]
@@ -289,8 +303,13 @@ class PolicyTrace:
         self._tl = timeline
         self._pid = _PID_BASE + policy
         self._seq_field = b"\x50" + _uvarint(policy + 2)
-        #: Bits 28-41 of a timestamp as the varint's last byte(s), then the sequence id.
+        #: Packet heads by delta below 2**14 ns (0: the same time as the packet before).
+        self._heads = [b"\x40" + v + self._seq_field for v in _SMALL]
+        self._zero = self._heads[0]
+        #: Bits 14-27 of a larger delta as the varint's last byte(s), then the sequence id.
         self._ts_high = [v + self._seq_field for v in _SMALL]
+        #: Time of the sequence clock: that of the last TrackEvent written.
+        self._clock = 0
         self._out: list[bytes] = []
         self._append = self._out.append
         #: Interned entries not written yet: (InternedData field number, bytes).
@@ -337,15 +356,25 @@ class PolicyTrace:
     def _descriptor(self, ts: int, fill: pb.TrackDescriptor) -> None:
         packet = pb.TracePacket()
         packet.timestamp = ts
+        packet.timestamp_clock_id = _BOOTTIME
         packet.trusted_packet_sequence_id = self._policy + 2
         packet.track_descriptor.CopyFrom(fill)
         self._append(_frame(packet.SerializeToString()))
 
     def _describe_process(self) -> None:
-        """The first packet of the sequence: clears the interning state, then fills it."""
+        """The sequence's first packets: its clock, then its defaults, interned strings and
+        process descriptor."""
+        packet = pb.TracePacket()
+        packet.trusted_packet_sequence_id = self._policy + 2
+        packet.clock_snapshot.clocks.add(clock_id=_SEQUENCE_CLOCK, timestamp=0,
+                                         is_incremental=True)
+        packet.clock_snapshot.clocks.add(clock_id=_BOOTTIME, timestamp=0)
+        packet.sequence_flags = _SEQ_INCREMENTAL_STATE_CLEARED | _SEQ_NEEDS_INCREMENTAL_STATE
+        self._append(_frame(packet.SerializeToString()))
         packet = pb.TracePacket()
         packet.timestamp = 0
         packet.trusted_packet_sequence_id = self._policy + 2
+        packet.trace_packet_defaults.timestamp_clock_id = _SEQUENCE_CLOCK
         interned = packet.interned_data
         for iid, name in enumerate(_CATEGORIES, 1):
             interned.event_categories.add(iid=iid, name=name)
@@ -356,7 +385,7 @@ class PolicyTrace:
             if vm not in strings:
                 strings[vm] = len(strings) + 1
                 interned.debug_annotation_string_values.add(iid=strings[vm], str=vm.encode())
-        packet.sequence_flags = _SEQ_INCREMENTAL_STATE_CLEARED | _SEQ_NEEDS_INCREMENTAL_STATE
+        packet.sequence_flags = _SEQ_NEEDS_INCREMENTAL_STATE
         desc = packet.track_descriptor
         desc.uuid = self._process_uuid
         desc.sibling_order_rank = self._policy
@@ -508,7 +537,9 @@ class PolicyTrace:
         del bodies[depth:]
         for _ in inner:
             self._close(head, track, _CUT)
+            head = self._zero
         self._close(head, track, args)
+        head = self._zero
         for key_inner, body in inner:
             # The marker goes first among the annotations, after the category if any.
             at = 2 if body[:1] == b"\x18" else 0
@@ -531,6 +562,14 @@ class PolicyTrace:
                 track.keys.pop()
                 track.bodies.pop()
                 self._close(head, track, _UNFINISHED)
+                head = self._zero
+
+    def _end_wait(self, head: bytes, waiter: _Track, key: str) -> bytes:
+        """End ``waiter``'s wait slice if open; the head for the record's next packet."""
+        if key not in waiter.keys:
+            return head
+        self._end(head, waiter, key)
+        return self._zero
 
     # -- records -----------------------------------------------------------------------
 
@@ -540,26 +579,39 @@ class PolicyTrace:
             raise ValueError("records fed after end()")
         self._describe_new_rows(self._now)
         handlers = self._handlers
-        seq = self._seq_field
-        low, cont, high = _TS_LOW, _CONT, self._ts_high
-        last = -1
-        head = b""
+        low, high, heads, zero = _TS_LOW, self._ts_high, self._heads, self._zero
+        out = self._out
+        clock = self._clock
+        ts = -1
         for ts, kind, thread, vm, ref, value in records:
-            if ts != last:
-                last = ts
-                # _head() from tables: 1e10-ns timestamps need 5-6 varint bytes.
-                head = (low[ts & 0x3FFF] + cont[(ts >> 14) & 0x3FFF] + high[ts >> 28]
-                        if 0x10000000 <= ts < 0x40000000000 else _head(ts, seq))
+            if ts == clock:
+                handlers[kind](ts, zero, thread, vm, ref, value)
+                continue
+            # The first packet at a new time carries the delta, the record's others 0.
+            delta = ts - clock
+            head = (heads[delta] if 0 < delta < 0x4000
+                    else low[delta & 0x3FFF] + high[delta >> 14] if 0x4000 <= delta < 0x10000000
+                    else self._far_head(delta))
+            written = len(out)
             handlers[kind](ts, head, thread, vm, ref, value)
-        if last >= 0:
-            self._now = last
+            if len(out) != written:
+                clock = ts
+        self._clock = clock
+        if ts >= 0:
+            self._now = ts
         self._flush()
+
+    def _far_head(self, delta: int) -> bytes:
+        if delta < 0:
+            raise ValueError(f"record at {self._clock + delta} ns after one at {self._clock} ns: "
+                             "records must come in time order")
+        return _head(delta, self._seq_field)
 
     def end(self) -> None:
         """Close whatever is still open (normally ``RUN_END`` did) and write it out."""
         if not self._ended:
             self._describe_new_rows(self._now)
-            self._close_all(_head(self._now, self._seq_field))
+            self._close_all(_head(self._now - self._clock, self._seq_field))
             self._ended = True
             self._flush()
 
@@ -580,16 +632,15 @@ class PolicyTrace:
 
     def _lock_acquire(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
                       value: int) -> None:
-        waiter = self._threads[thread]
-        if "lock.wait" in waiter.keys:
-            self._end(head, waiter, "lock.wait")
+        head = self._end_wait(head, self._threads[thread], "lock.wait")
         track = self._mutex[vm] or self._vm_track(ts, vm, "mutex", 0, self._mutex)
         self._begin_fixed(head, track, thread, self._tl.threads[thread].name)
 
     def _lock_release(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
                       value: int) -> None:
-        track = self._mutex[vm] or self._vm_track(ts, vm, "mutex", 0, self._mutex)
-        self._end(head, track, thread)
+        track = self._mutex[vm]
+        if track is not None:
+            self._end(head, track, thread)
 
     def _job_wait(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
                   value: int) -> None:
@@ -598,17 +649,16 @@ class PolicyTrace:
 
     def _job_begin(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
                    value: int) -> None:
-        waiter = self._threads[thread]
-        if "job.wait" in waiter.keys:
-            self._end(head, waiter, "job.wait")
+        head = self._end_wait(head, self._threads[thread], "job.wait")
         track = self._job[vm] or self._vm_track(ts, vm, "job", 1, self._job)
         name = self._tl.rpcs.api(ref) if ref >= 0 else self._owner_name(ref)
         self._begin_fixed(head, track, ref, name)
 
     def _job_end(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
                  value: int) -> None:
-        track = self._job[vm] or self._vm_track(ts, vm, "job", 1, self._job)
-        self._end(head, track, ref)
+        track = self._job[vm]
+        if track is not None:
+            self._end(head, track, ref)
 
     def _job_timeout(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
                      value: int) -> None:
@@ -711,8 +761,9 @@ class PolicyTrace:
 
     def _read_resumed(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
                       value: int) -> None:
-        track = self._paused[vm] or self._vm_track(ts, vm, "reading paused", 3, self._paused)
-        self._end(head, track, "paused")
+        track = self._paused[vm]
+        if track is not None:
+            self._end(head, track, "paused")
 
     def _rpc_arrive(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
                     value: int) -> None:
@@ -757,7 +808,9 @@ class PolicyTrace:
 
     def _cmd_reply(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
                    value: int) -> None:
-        track = self._monitor[vm] or self._vm_track(ts, vm, "monitor", 2, self._monitor)
+        track = self._monitor[vm]
+        if track is None:
+            return
         keys = track.keys
         if not value and keys and keys[-1] == ref:
             keys.pop()

@@ -10,7 +10,9 @@ the trace), and reports each rule broken with the packet index and a severity:
 - ``info``: harmless, e.g. an arrival flow that no handler ever terminated.
 
 Slices are replayed per track in file order (TP's order for a track whose timestamps do
-not go back, which is what every sequence-ordered writer produces).
+not go back, which is what every sequence-ordered writer produces). Times are compared on
+BOOTTIME: a sequence's ClockSnapshot, its default clock and incremental (delta) clocks are
+followed as the trace processor follows them.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from perfetto.protos.perfetto.trace import perfetto_trace_pb2 as pb
 
 MAX_DEPTH = 512
 _BOOTTIME = 6
+#: Clock ids scoped to the sequence whose ClockSnapshot defines them.
+_SEQUENCE_CLOCKS = (64, 128)
 _FLAG_CLEARED = 1
 _FLAG_NEEDS = 2
 _TYPE = pb.TrackEvent
@@ -84,16 +88,30 @@ def read_packets(stream: BinaryIO) -> Iterator[bytes]:
         yield payload
 
 
+@dataclass(slots=True)
+class _Clock:
+    """A sequence-scoped clock: its current value and how far BOOTTIME is ahead of it."""
+
+    incremental: bool
+    value: int
+    offset: int
+
+
 @dataclass
 class _Sequence:
     cleared: bool = False
     last_ts: int = -1
+    #: Sequence-scoped clocks (ids 64-127) from this sequence's ClockSnapshots.
+    clocks: dict[int, _Clock] = field(default_factory=dict)
+    #: ``trace_packet_defaults.timestamp_clock_id`` (incremental state: reset on a clear).
+    default_clock: int = 0
     names: set[int] = field(default_factory=set)
     categories: set[int] = field(default_factory=set)
     arg_names: set[int] = field(default_factory=set)
     arg_strings: set[int] = field(default_factory=set)
 
     def reset(self) -> None:
+        self.default_clock = 0
         self.names.clear()
         self.categories.clear()
         self.arg_names.clear()
@@ -138,12 +156,9 @@ class Checker:
         seq_id = packet.trusted_packet_sequence_id
         seq = self._sequences.setdefault(seq_id, _Sequence()) if seq_id else None
         if packet.HasField("clock_snapshot"):
-            self._clocks.update(c.clock_id for c in packet.clock_snapshot.clocks)
-        if packet.HasField("timestamp_clock_id") and packet.timestamp_clock_id not in self._clocks:
-            self._report("error", "clock-without-snapshot",
-                         f"timestamp_clock_id {packet.timestamp_clock_id} without a ClockSnapshot "
-                         "defining it: the packet is dropped")
+            self._clock_snapshot(packet.clock_snapshot, seq)
         flags = packet.sequence_flags
+        ts: int | None = None
         if seq is not None:
             if flags & _FLAG_CLEARED:
                 seq.cleared = True
@@ -153,18 +168,60 @@ class Checker:
                              f"sequence {seq_id}: SEQ_NEEDS_INCREMENTAL_STATE before any "
                              "SEQ_INCREMENTAL_STATE_CLEARED: the packet is skipped")
                 return
+            if packet.HasField("trace_packet_defaults"):
+                seq.default_clock = packet.trace_packet_defaults.timestamp_clock_id
             if packet.HasField("timestamp"):
-                if packet.timestamp < seq.last_ts:
-                    self._report("warning", "timestamp-decreasing",
-                                 f"sequence {seq_id}: timestamp {packet.timestamp} after "
-                                 f"{seq.last_ts}")
-                seq.last_ts = max(seq.last_ts, packet.timestamp)
+                ts = self._trace_time(packet, seq)
+                if ts is not None:
+                    if ts < seq.last_ts:
+                        self._report("warning", "timestamp-decreasing",
+                                     f"sequence {seq_id}: timestamp {ts} after {seq.last_ts}")
+                    seq.last_ts = max(seq.last_ts, ts)
+        elif (packet.HasField("timestamp_clock_id")
+              and packet.timestamp_clock_id not in self._clocks):
+            self._clock_missing(packet.timestamp_clock_id)
         if packet.HasField("interned_data"):
             self._intern(packet, seq)
         if packet.HasField("track_descriptor"):
             self._descriptor(packet.track_descriptor)
         if packet.HasField("track_event"):
-            self._event(packet, seq)
+            self._event(packet, seq, ts)
+
+    def _clock_snapshot(self, snapshot: pb.ClockSnapshot, seq: _Sequence | None) -> None:
+        boottime = next((c.timestamp for c in snapshot.clocks if c.clock_id == _BOOTTIME), None)
+        for clock in snapshot.clocks:
+            if not _SEQUENCE_CLOCKS[0] <= clock.clock_id < _SEQUENCE_CLOCKS[1]:
+                self._clocks.add(clock.clock_id)
+            elif seq is None:
+                self._report("error", "sequence-clock-without-sequence",
+                             f"clock {clock.clock_id} is sequence-scoped: the snapshot needs a "
+                             "trusted_packet_sequence_id")
+            else:
+                offset = 0 if boottime is None else boottime - clock.timestamp
+                seq.clocks[clock.clock_id] = _Clock(clock.is_incremental, clock.timestamp, offset)
+
+    def _clock_missing(self, clock_id: int) -> None:
+        self._report("error", "clock-without-snapshot",
+                     f"timestamp_clock_id {clock_id} without a ClockSnapshot defining it: the "
+                     "packet is dropped")
+
+    def _trace_time(self, packet: pb.TracePacket, seq: _Sequence) -> int | None:
+        """The packet's time on BOOTTIME (None: its clock is undefined); advances an
+        incremental clock by the packet's delta."""
+        clock_id = (packet.timestamp_clock_id if packet.HasField("timestamp_clock_id")
+                    else seq.default_clock)
+        if not clock_id or clock_id == _BOOTTIME:
+            return packet.timestamp
+        clock = seq.clocks.get(clock_id)
+        if clock is None:
+            if clock_id in self._clocks:
+                return packet.timestamp  # another global clock: its offset is not tracked
+            self._clock_missing(clock_id)
+            return None
+        if clock.incremental:
+            clock.value += packet.timestamp
+            return clock.value + clock.offset
+        return packet.timestamp + clock.offset
 
     def _intern(self, packet: pb.TracePacket, seq: _Sequence | None) -> None:
         if seq is None:
@@ -218,7 +275,7 @@ class Checker:
                          f"track {desc.uuid}: parent_uuid is ignored on thread/process tracks")
         self._tracks[desc.uuid] = _Track(blob, self.packets, desc.HasField("counter"))
 
-    def _event(self, packet: pb.TracePacket, seq: _Sequence | None) -> None:
+    def _event(self, packet: pb.TracePacket, seq: _Sequence | None, ts: int | None) -> None:
         if seq is None:
             self._report("error", "event-without-sequence",
                          "track_event without trusted_packet_sequence_id: dropped")
@@ -233,13 +290,13 @@ class Checker:
                          f"event on track {event.track_uuid} before its descriptor")
             return
         self._flows(event, track)
-        ts = packet.timestamp
-        if ts < track.last_ts and not track.out_of_order:
-            track.out_of_order = True
-            self._report("warning", "track-out-of-order",
-                         f"track {event.track_uuid}: events go back in time; nesting is checked "
-                         "in file order")
-        track.last_ts = max(track.last_ts, ts)
+        if ts is not None:
+            if ts < track.last_ts and not track.out_of_order:
+                track.out_of_order = True
+                self._report("warning", "track-out-of-order",
+                             f"track {event.track_uuid}: events go back in time; nesting is "
+                             "checked in file order")
+            track.last_ts = max(track.last_ts, ts)
         kind = event.type
         if kind == _TYPE.TYPE_COUNTER:
             self._counter(event, track)
