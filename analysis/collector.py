@@ -1,9 +1,10 @@
 """The metrics collector: a consumer of the timeline stream that keeps what results need.
 
-It takes record chunks as the replay runs (vectorised with numpy per chunk) and keeps
-per-event and per-RPC time arrays (8 bytes per field), per-VM lock counters and queue
-peaks — never the records themselves. :meth:`Collector.results` turns them into the
-replay's ``--json`` object for one policy. Percentiles: numpy ``quantile``, linear.
+It takes record chunks as the replay runs (vectorised with numpy per chunk) and keeps the
+results per finished event and RPC (latencies, 8 bytes each), the arrival times of those
+still in flight, per-VM lock counters and queue peaks — never the records themselves.
+:meth:`Collector.results` turns them into the replay's ``--json`` object for one policy.
+Percentiles: numpy ``quantile``, linear.
 """
 
 from __future__ import annotations
@@ -19,51 +20,65 @@ K = Kind
 READER_ROLES = ("mainloop", "vm-thread")
 
 
-class Grow:
-    """An array indexed by id, growing as ids appear (``fill`` where unset)."""
+class InFlight:
+    """Arrival times and flags of the items (events or RPCs) by id, for those still in flight.
 
-    def __init__(self, fill: int = -1, dtype: type = np.int64) -> None:
-        self.fill = fill
-        self.a: np.ndarray = np.full(1024, fill, dtype=dtype)
+    Ids are dense, given in arrival order, and items finish in roughly that order, so the
+    arrays cover only the ids from the oldest unfinished one up and slide past finished
+    ones: memory follows how many items are in flight, not how long the session is.
+    """
 
-    def ensure(self, n: int) -> None:
-        if n > len(self.a):
-            size = max(n, len(self.a) + len(self.a) // 2)
-            b = np.full(size, self.fill, dtype=self.a.dtype)
-            b[: len(self.a)] = self.a
-            self.a = b
+    def __init__(self) -> None:
+        self.base = 0
+        self.top = 0
+        self.arrival = np.zeros(1024, np.int64)
+        self.open = np.zeros(1024, bool)
+        self.started = np.zeros(1024, bool)
+        self.priority = np.zeros(1024, bool)
 
-    def view(self, n: int) -> np.ndarray:
-        """The first ``n`` values (unset ones as ``fill``)."""
-        self.ensure(n)
-        return self.a[:n]
+    def index(self, ids: np.ndarray) -> np.ndarray:
+        """Positions of ``ids`` in the arrays (room made for new ids)."""
+        if not len(ids):
+            return ids
+        top = int(ids.max()) + 1
+        if top - self.base > len(self.arrival):
+            self._slide(top)
+        self.top = max(self.top, top)
+        idx = ids - self.base
+        if idx.min() < 0:
+            raise ValueError(f"item {int(ids.min())} referenced after it finished")
+        return idx
 
-    def set(self, ids: np.ndarray, values: np.ndarray) -> None:
-        if len(ids):
-            self.ensure(int(ids.max()) + 1)
-            self.a[ids] = values
+    def _slide(self, top: int) -> None:
+        """Drop the finished ids below the oldest open one, then grow to fit ``top``."""
+        used = self.top - self.base
+        still = np.flatnonzero(self.open[:used])
+        drop = int(still[0]) if len(still) else used
+        size = max(1024, 2 * (top - self.base - drop))
+        for name in ("arrival", "open", "started", "priority"):
+            old = getattr(self, name)
+            new = np.zeros(size, old.dtype)
+            new[: used - drop] = old[drop:used]
+            setattr(self, name, new)
+        self.base += drop
 
-    def set_first(self, ids: np.ndarray, values: np.ndarray) -> None:
-        """Set only where still unset (the first value per id wins; chunks are in order)."""
-        if len(ids):
-            self.ensure(int(ids.max()) + 1)
-            order = np.unique(ids, return_index=True)
-            ids, first = order
-            values = values[first]
-            unset = self.a[ids] == self.fill
-            self.a[ids[unset]] = values[unset]
+    def still_open(self) -> np.ndarray:
+        """Positions of the items not finished yet."""
+        return np.flatnonzero(self.open[: self.top - self.base])
 
 
 class Collector:
     def __init__(self, timeline: Timeline) -> None:
         self.timeline = timeline
-        self.ev_arrival = Grow()
-        self.ev_start = Grow()
-        self.ev_done = Grow()
-        self.rpc_arrival = Grow()
-        self.rpc_start = Grow()
-        self.rpc_end = Grow()
-        self.rpc_priority = Grow(0, np.int8)
+        self.events = InFlight()
+        self.rpcs = InFlight()
+        #: Per finished item, in ns: arrival to done, to the first handler stage, to the
+        #: RPC's end and to a worker taking it; with each ended RPC's priority.
+        self.event_latency: list[np.ndarray] = []
+        self.event_start_latency: list[np.ndarray] = []
+        self.rpc_latency: list[np.ndarray] = []
+        self.rpc_priority: list[np.ndarray] = []
+        self.rpc_queue_wait: list[np.ndarray] = []
         #: Counts kept as they come (no per-event arrays needed for them).
         self.path_counts = np.zeros(0, dtype=np.int64)
         self.dropped: dict[int, int] = {}
@@ -89,36 +104,8 @@ class Collector:
             return
         a = np.array(chunk, dtype=np.int64).reshape(-1, 6)
         t, kind, thread, vm, ref, value = a.T
-        sel = kind == K.EVENT_ARRIVE
-        self.ev_arrival.set(ref[sel], t[sel])
-        if sel.any():
-            self.n_events = max(self.n_events, int(ref[sel].max()) + 1)
-        sel = (kind == K.HANDLER_BEGIN) & (value == 0)
-        self.ev_start.set_first(ref[sel], t[sel])
-        sel = kind == K.EVENT_DONE
-        self.ev_done.set(ref[sel], t[sel])
-        if sel.any():
-            counts = np.bincount(value[sel])
-            if len(counts) > len(self.path_counts):
-                counts[: len(self.path_counts)] += self.path_counts
-                self.path_counts = counts
-            else:
-                self.path_counts[: len(counts)] += counts
-        sel = kind == K.EVENT_DROPPED
-        if sel.any():
-            self.n_events = max(self.n_events, int(ref[sel].max()) + 1)
-            for reason, count in zip(*np.unique(value[sel], return_counts=True), strict=True):
-                self.dropped[int(reason)] = self.dropped.get(int(reason), 0) + int(count)
-        sel = kind == K.RPC_ARRIVE
-        self.rpc_arrival.set(ref[sel], t[sel])
-        self.rpc_priority.set(ref[sel], value[sel])
-        if sel.any():
-            self.n_rpcs = max(self.n_rpcs, int(ref[sel].max()) + 1)
-        sel = kind == K.RPC_START
-        self.rpc_start.set(ref[sel], t[sel])
-        sel = kind == K.RPC_END
-        self.rpc_end.set(ref[sel], t[sel])
-        self.rpc_errors += int(value[sel].sum())
+        self._events(t, kind, ref, value)
+        self._rpcs(t, kind, ref, value)
         self.job_timeouts += int((kind == K.JOB_TIMEOUT).sum())
         self.sync_timeouts += int(((kind == K.SYNC_WAKE) & (value < 0)).sum())
         sel = kind == K.JOB_BEGIN
@@ -137,6 +124,61 @@ class Collector:
             self.paused_since.pop(int(vm[i]), None)
         self._locks(kind, vm, value)
         self._reader_stalls(t, kind, thread)
+
+    def _events(self, t: np.ndarray, kind: np.ndarray, ref: np.ndarray,
+                value: np.ndarray) -> None:
+        events = self.events
+        sel = kind == K.EVENT_ARRIVE
+        idx = events.index(ref[sel])
+        events.arrival[idx] = t[sel]
+        events.open[idx] = True
+        sel = (kind == K.HANDLER_BEGIN) & (value == 0)
+        if sel.any():  # the first handler stage of each event that had none yet
+            ids, first = np.unique(ref[sel], return_index=True)
+            idx = events.index(ids)
+            new = ~events.started[idx]
+            idx = idx[new]
+            events.started[idx] = True
+            self.event_start_latency.append(t[sel][first][new] - events.arrival[idx])
+        sel = kind == K.EVENT_DONE
+        if sel.any():
+            idx = events.index(ref[sel])
+            self.event_latency.append(t[sel] - events.arrival[idx])
+            events.open[idx] = False
+            counts = np.bincount(value[sel])
+            if len(counts) > len(self.path_counts):
+                counts[: len(self.path_counts)] += self.path_counts
+                self.path_counts = counts
+            else:
+                self.path_counts[: len(counts)] += counts
+        sel = kind == K.EVENT_DROPPED
+        if sel.any():
+            events.open[events.index(ref[sel])] = False
+            for reason, count in zip(*np.unique(value[sel], return_counts=True), strict=True):
+                self.dropped[int(reason)] = self.dropped.get(int(reason), 0) + int(count)
+        self.n_events = events.top
+
+    def _rpcs(self, t: np.ndarray, kind: np.ndarray, ref: np.ndarray,
+              value: np.ndarray) -> None:
+        rpcs = self.rpcs
+        sel = kind == K.RPC_ARRIVE
+        idx = rpcs.index(ref[sel])
+        rpcs.arrival[idx] = t[sel]
+        rpcs.priority[idx] = value[sel] > 0
+        rpcs.open[idx] = True
+        self.n_rpcs = rpcs.top
+        sel = kind == K.RPC_START
+        if sel.any():
+            idx = rpcs.index(ref[sel])
+            rpcs.started[idx] = True
+            self.rpc_queue_wait.append(t[sel] - rpcs.arrival[idx])
+        sel = kind == K.RPC_END
+        if sel.any():
+            idx = rpcs.index(ref[sel])
+            self.rpc_latency.append(t[sel] - rpcs.arrival[idx])
+            self.rpc_priority.append(rpcs.priority[idx])
+            rpcs.open[idx] = False
+            self.rpc_errors += int(value[sel].sum())
 
     def _locks(self, kind: np.ndarray, vm: np.ndarray, value: np.ndarray) -> None:
         """Per-VM mutex counters, grouped with numpy (one pass per chunk, any VM count)."""
@@ -180,22 +222,18 @@ class Collector:
     def results(self, end_ns: int, watch: dict[str, Any]) -> dict[str, Any]:
         """The ``--json`` object of one policy (without ``spec`` and ``timing``)."""
         n = self.n_events
-        arrival = self.ev_arrival.view(n)
-        done = self.ev_done.view(n)
-        start = self.ev_start.view(n)
-        handled = done >= 0
+        latency = _ms(self.event_latency)
+        handled = len(latency)
         dropped = sum(self.dropped.values())
-        latency = (done[handled] - arrival[handled]) / 1e6
-        started = start >= 0
-        to_start = (start[started] - arrival[started]) / 1e6
+        to_start = _ms(self.event_start_latency)
         m = self.n_rpcs
-        r_arr = self.rpc_arrival.view(m)
-        r_end = self.rpc_end.view(m)
-        r_start = self.rpc_start.view(m)
-        completed = r_end >= 0
-        rpc_lat = (r_end[completed] - r_arr[completed]) / 1e6
-        queue_wait = np.where(r_start >= 0, r_start, end_ns)[: m] - r_arr
-        prio = self.rpc_priority.view(m) > 0
+        rpc_lat = _ms(self.rpc_latency)
+        completed = len(rpc_lat)
+        prio = np.concatenate(self.rpc_priority) if self.rpc_priority else np.zeros(0, bool)
+        rpcs = self.rpcs
+        waiting = rpcs.still_open()  # never taken by a worker: they waited until the end
+        waiting = waiting[~rpcs.started[waiting]]
+        queue_wait = _ms([*self.rpc_queue_wait, end_ns - rpcs.arrival[waiting]])
         waits = np.concatenate(self.job_waits) / 1e6 if self.job_waits else np.zeros(0)
         paused = self.read_paused_ns + sum(end_ns - t for t in self.paused_since.values())
         paths = {self.timeline.paths[pid]: int(count)
@@ -207,9 +245,8 @@ class Collector:
             "event_latency_ms": stats(latency),
             "event_start_latency_ms": stats(to_start),
             "rpc_latency_ms": {**stats(rpc_lat), "mean": _mean(rpc_lat)},
-            "priority_rpc_latency_ms": {**stats(rpc_lat[prio[completed]]),
-                                        "mean": _mean(rpc_lat[prio[completed]])},
-            "rpc_queue_wait_ms": {"mean": _mean(queue_wait / 1e6), **stats(queue_wait / 1e6)},
+            "priority_rpc_latency_ms": {**stats(rpc_lat[prio]), "mean": _mean(rpc_lat[prio])},
+            "rpc_queue_wait_ms": {"mean": _mean(queue_wait), **stats(queue_wait)},
             "job_wait_ms": {"mean": _mean(waits), **stats(waits)},
             "job_timeouts": self.job_timeouts + self.sync_timeouts,
             "peak_queue_depth": self.peak_depth,
@@ -217,15 +254,15 @@ class Collector:
             "read_paused_ns": paused,
             "reader_stalled_ns": self.reader_stalled_ns,
             "events": n,
-            "events_handled": int(handled.sum()),
+            "events_handled": handled,
             "events_dropped": dropped,
             "events_dropped_job_timeout": self.dropped.get(DROP_JOB_TIMEOUT, 0),
-            "events_pending": int(n - handled.sum() - dropped),
+            "events_pending": n - handled - dropped,
             "event_paths": paths,
             "rpcs": m,
-            "rpcs_completed": int(completed.sum()),
+            "rpcs_completed": completed,
             "rpc_errors": self.rpc_errors,
-            "rpcs_unfinished": int(m - completed.sum()),
+            "rpcs_unfinished": m - completed,
             "deadlocks": deadlocks,
             "ordering_violations": watch["ordering_violations"],
             "locks": {self.timeline.vms[v]: lock_row([int(x) for x in s])
@@ -242,6 +279,11 @@ def lock_row(s: list[int]) -> dict[str, Any]:
             "wait_avg_ms": wait_sum / 1e6 / acquired if acquired else 0.0,
             "wait_max_ms": wait_max / 1e6, "hold_total_ms": hold_sum / 1e6,
             "hold_max_ms": hold_max / 1e6}
+
+
+def _ms(parts: list[np.ndarray]) -> np.ndarray:
+    """ns values kept in chunks, as one array of ms."""
+    return np.concatenate(parts) / 1e6 if parts else np.zeros(0)
 
 
 def _mean(a: np.ndarray) -> float | None:

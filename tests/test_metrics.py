@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from analysis.collector import Collector
 from analysis.frames import build_frames
 from analysis.metrics import interference, lock_table, policy_metrics
 from tracer.timeline import (
@@ -155,3 +156,46 @@ def test_overlapping_spans_of_two_other_vms_count_once() -> None:
     tl.records.sort(key=lambda r: r[0])
     tl.end_ns = 300
     assert interference(build_frames([tl])).tolist() == [0, 130]
+
+
+def test_collector_results_exact_with_an_event_never_handled() -> None:
+    """200,000 events in chunks, one never handled (it keeps the in-flight window open
+    from its id on): counts and latencies stay exact."""
+    tl = Timeline(spec="s", vms=["vm-a"], threads=[ThreadInfo("w", "event-worker")])
+    tl.paths = ["event-worker"]
+    collector = Collector(tl)
+    n = 200_000
+    chunk: list[int] = []
+    for i in range(n):
+        t = i * 1000
+        chunk += [t, K.EVENT_ARRIVE, -1, A, i, 10]
+        if i != 5:  # event 5 is never handled
+            chunk += [t + 10, K.HANDLER_BEGIN, 0, A, i, 0,
+                      t + 10 + i % 7, K.EVENT_DONE, -1, A, i, 0]
+        if len(chunk) >= 6 * 3000:
+            collector(chunk)
+            chunk = []
+    collector(chunk)
+    assert collector.events.base == 5
+    results = collector.results(n * 1000, {"ordering_violations": 0, "suppressed": {}})
+    assert results["events"] == n
+    assert results["events_handled"] == n - 1
+    assert results["events_pending"] == 1
+    assert results["event_latency_ms"]["max"] == pytest.approx((10 + 6) / 1e6)
+    assert results["event_start_latency_ms"]["p50"] == pytest.approx(10 / 1e6)
+    assert results["event_paths"] == {"event-worker": n - 1}
+
+
+def test_collector_window_slides_past_finished_items() -> None:
+    tl = Timeline(spec="s", vms=["vm-a"], threads=[ThreadInfo("w", "event-worker")])
+    collector = Collector(tl)
+    for start in range(0, 100_000, 1000):
+        chunk: list[int] = []
+        for i in range(start, start + 1000):
+            chunk += [i, K.EVENT_ARRIVE, -1, A, i, 10, i + 1, K.EVENT_DONE, -1, A, i, 0]
+        collector(chunk)
+    # Memory follows the items in flight: the arrays never grew past a few chunks' ids.
+    assert len(collector.events.arrival) <= 4096
+    assert collector.events.base >= 90_000
+    with pytest.raises(ValueError, match="after it finished"):
+        collector([5, K.EVENT_DONE, -1, A, 3, 0])
