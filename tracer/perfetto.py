@@ -322,6 +322,7 @@ class PolicyTrace:
         self._rpc_flow = flow_id(policy, _FLOW_RPC, 0)
         self._process_uuid = writer.new_uuid()
         self._threads: list[_Track] = []
+        self._thread_names: list[str] = []
         self._depth_rests: list[list[bytes]] = []
         self._bytes_rests: list[list[bytes]] = []
         # Per-VM tracks, described on first use, indexed by VM (-1, no VM: the last entry).
@@ -414,6 +415,7 @@ class PolicyTrace:
             self._descriptor(ts, desc)
             track = _Track(desc.uuid)
             self._threads.append(track)
+            self._thread_names.append(threads[index].name)
             self._slice_tracks.append(track)
         queues = self._tl.queues
         for index in range(len(self._depth_rests), len(queues)):
@@ -565,9 +567,7 @@ class PolicyTrace:
                 head = self._zero
 
     def _end_wait(self, head: bytes, waiter: _Track, key: str) -> bytes:
-        """End ``waiter``'s wait slice if open; the head for the record's next packet."""
-        if key not in waiter.keys:
-            return head
+        """End ``waiter``'s open wait slice; the head for the record's next packet."""
         self._end(head, waiter, key)
         return self._zero
 
@@ -632,9 +632,11 @@ class PolicyTrace:
 
     def _lock_acquire(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
                       value: int) -> None:
-        head = self._end_wait(head, self._threads[thread], "lock.wait")
+        waiter = self._threads[thread]
+        if "lock.wait" in waiter.keys:
+            head = self._end_wait(head, waiter, "lock.wait")
         track = self._mutex[vm] or self._vm_track(ts, vm, "mutex", 0, self._mutex)
-        self._begin_fixed(head, track, thread, self._tl.threads[thread].name)
+        self._begin_fixed(head, track, thread, self._thread_names[thread])
 
     def _lock_release(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
                       value: int) -> None:
@@ -649,7 +651,9 @@ class PolicyTrace:
 
     def _job_begin(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
                    value: int) -> None:
-        head = self._end_wait(head, self._threads[thread], "job.wait")
+        waiter = self._threads[thread]
+        if "job.wait" in waiter.keys:
+            head = self._end_wait(head, waiter, "job.wait")
         track = self._job[vm] or self._vm_track(ts, vm, "job", 1, self._job)
         name = self._tl.rpcs.api(ref) if ref >= 0 else self._owner_name(ref)
         self._begin_fixed(head, track, ref, name)
