@@ -211,13 +211,27 @@ class Collector:
             return
         idx = np.flatnonzero(sel)
         idx = idx[self._is_reader[thread[idx]]]
+        # Each reader's records in order (a stable sort by thread): an END closes the BEGIN
+        # just before it; one first in the chunk closes what the last chunk left open.
+        order = np.argsort(thread[idx], kind="stable")
+        th, ts, begin = thread[idx][order], t[idx][order], kind[idx][order] == K.HANDLER_BEGIN
+        first = np.ones(len(th), bool)
+        first[1:] = th[1:] != th[:-1]
+        closes = ~begin & ~first
+        closes[1:] &= begin[:-1]
+        at = np.flatnonzero(closes)
+        stalled = int((ts[at] - ts[at - 1]).sum())
         open_at = self._reader_open
-        for ts, k, th in zip(t[idx].tolist(), kind[idx].tolist(), thread[idx].tolist(),
-                             strict=True):
-            if k == K.HANDLER_BEGIN:
-                open_at[th] = ts
+        for i in np.flatnonzero(first & ~begin).tolist():
+            stalled += int(ts[i]) - open_at.pop(int(th[i]), int(ts[i]))
+        last = np.ones(len(th), bool)
+        last[:-1] = first[1:]
+        for i in np.flatnonzero(last).tolist():
+            if begin[i]:
+                open_at[int(th[i])] = int(ts[i])
             else:
-                self.reader_stalled_ns += ts - open_at.pop(th, ts)
+                open_at.pop(int(th[i]), None)
+        self.reader_stalled_ns += stalled
 
     def results(self, end_ns: int, watch: dict[str, Any]) -> dict[str, Any]:
         """The ``--json`` object of one policy (without ``spec`` and ``timing``)."""
