@@ -33,13 +33,14 @@ class DeferredWorker:
             self.idle = False
             self.thread.wake()
 
-    def inline_here(self, th: Thread, ev: Event, path: str) -> Generator[int | None, None, None]:
-        """Run ``ev``'s inline stage on ``th`` (a reader) and queue its deferred stage here."""
-        if ev.cls != DEFERRED:
-            finished = yield from self.host.inline_stage(th, ev, path)
-            if finished:
-                return
-        self.push(ev)
+    def inline_here(self, th: Thread, ev: Event, path: str
+                    ) -> Generator[int | None, None, None] | None:
+        """The work of ``ev``'s inline stage on ``th`` (a reader), which queues its deferred
+        stage here; None when it has no inline stage (it is queued at once)."""
+        if ev.cls == DEFERRED:
+            self.push(ev)
+            return None
+        return self.host.inline_stage(th, ev, path, self.push)
 
     def discard(self, vm: int) -> list[Event]:
         keep = [ev for ev in self.queue.items if ev.vm != vm]
@@ -54,7 +55,7 @@ class DeferredWorker:
     def _run(self) -> Generator[int | None, None, None]:
         th = self.thread
         queue = self.queue
-        handle = self.host.handle
+        deferred_stage = self.host.deferred_stage
         while True:
             if not queue.items:
                 self.idle = True
@@ -62,4 +63,4 @@ class DeferredWorker:
                 th.busy_vm = -1
                 yield PARK
                 continue
-            yield from handle(th, queue.pop(), PATH, first=False)
+            yield from deferred_stage(th, queue.pop(), PATH)

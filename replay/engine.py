@@ -37,9 +37,9 @@ Arrival = tuple[int, Callable[[Any], None], Any]
 
 
 def discard() -> Callable[[Record], None]:
-    """A sink that drops records at C speed."""
-    sink: deque[int] = deque(maxlen=0)
-    return sink.extend
+    """A sink that drops records at C speed (each record whole: no walk over its fields)."""
+    sink: deque[Record] = deque(maxlen=0)
+    return sink.append
 
 
 class Engine:
@@ -53,8 +53,8 @@ class Engine:
         self._seq = count()
         self._settle: list[Callable[[], None]] = []
         self.threads: list[Thread] = []
-        #: Last virtual time the run may reach (None: no limit); may be raised while running.
-        self.horizon: int | None = None
+        #: Last virtual time the run may reach (NEVER: no limit); may be raised while running.
+        self.horizon = NEVER
         #: Time of the next workload arrival (:data:`NEVER` when none is pending).
         self.t_next = NEVER
         #: The thread whose step is running (None in callbacks outside any thread).
@@ -81,20 +81,20 @@ class Engine:
         t_next = self.t_next = nxt[0] if nxt is not None else NEVER
         steps = 0
         while True:
-            if heap and heap[0][0] < t_next:
-                t = heap[0][0]
+            t = heap[0][0] if heap else NEVER
+            if t < t_next:
                 if t > self.now:
                     if settle:
                         self._run_settle()
                         continue
-                    if self.horizon is not None and t > self.horizon:
+                    if t > self.horizon:
                         self.now = self.horizon
                         break
                     self.now = t
                 _, _, fn, arg = heappop(heap)
                 fn(arg)
                 steps += 1
-                if progress is not None and not steps & 0xFFFF:
+                if not steps & 0xFFFF and progress is not None:
                     progress(t)
                 continue
             if nxt is None:
@@ -106,7 +106,7 @@ class Engine:
                 if settle:
                     self._run_settle()
                     continue
-                if self.horizon is not None and t_next > self.horizon:
+                if t_next > self.horizon:
                     self.now = self.horizon
                     break
                 self.now = t_next
@@ -160,36 +160,18 @@ class Thread:
 
     def start(self, body: Body) -> None:
         self.gen = body
-        self.engine.at(self.engine.now, self.resume)
+        self.engine.at(self.engine.now, Thread.resume, self)
 
-    def step(self) -> None:
-        """Run the body up to its next wait, from inside a callback (the clock stays)."""
-        gen = self.gen
-        assert gen is not None
-        engine = self.engine
-        outer = engine.stepping
-        engine.stepping = self
-        send = gen.send
-        try:
-            d = send(None)
-            while d == 0:
-                d = send(None)
-        except StopIteration:
-            self.gen = None
-            d = None
-        engine.stepping = outer
-        if d is not None:
-            heappush(engine._heap, (engine.now + d, next(engine._seq), self.resume, None))
-
-    def resume(self, _: Any = None) -> None:
+    def resume(self) -> None:
         """Run the body from the engine loop, spending at once every cost that ends
-        before anything else is due."""
+        before anything else is due. Scheduled as ``Thread.resume`` with the thread as
+        its argument: no bound method is made per turn."""
         gen = self.gen
         assert gen is not None
         engine = self.engine
         heap = engine._heap
         settle = engine._settle
-        horizon = NEVER if engine.horizon is None else engine.horizon
+        horizon = engine.horizon
         engine.stepping = self
         send = gen.send
         try:
@@ -207,21 +189,35 @@ class Thread:
             d = None
         engine.stepping = None
         if d is not None:
-            heappush(heap, (engine.now + d, next(engine._seq), self.resume, None))
+            heappush(heap, (engine.now + d, next(engine._seq), Thread.resume, self))
 
     def wake(self) -> None:
         """Make a parked thread runnable now (invalidating its pending timers).
 
-        Woken from outside any thread (an arrival, a timer, a lock draw) it runs at once;
-        woken by another thread, it runs after that thread's step, at the same ns.
+        Woken by another thread, it runs after that thread's step, at the same ns. Woken
+        from outside any thread (an arrival, a timer, a lock draw) it runs at once, up to
+        its next wait, and the clock stays: the callback that woke it may not be done.
         """
         self.token += 1
         self.blocked = None
         engine = self.engine
-        if engine.stepping is None:
-            self.step()
-        else:
-            heappush(engine._heap, (engine.now, next(engine._seq), self.resume, None))
+        if engine.stepping is not None:
+            heappush(engine._heap, (engine.now, next(engine._seq), Thread.resume, self))
+            return
+        gen = self.gen
+        assert gen is not None
+        engine.stepping = self
+        send = gen.send
+        try:
+            d = send(None)
+            while d == 0:
+                d = send(None)
+        except StopIteration:
+            self.gen = None
+            d = None
+        engine.stepping = None
+        if d is not None:
+            heappush(engine._heap, (engine.now + d, next(engine._seq), Thread.resume, self))
 
     def __repr__(self) -> str:
         return f"<Thread {self.name}>"

@@ -37,7 +37,6 @@ from tracer.timeline import (
     EventTable,
     Kind,
     QueueInfo,
-    RpcInfo,
     RpcTable,
     ThreadInfo,
     Timeline,
@@ -79,11 +78,13 @@ class HostParams:
 
 
 class Reply:
-    """A QMP reply on its way from QEMU to the thread waiting for it."""
+    """A QMP reply on its way from QEMU, on ``vm``'s monitor, to the thread waiting for it."""
 
-    __slots__ = ("thread", "owner", "error", "size", "arrival")
+    __slots__ = ("vm", "thread", "owner", "error", "size", "arrival")
 
-    def __init__(self, thread: Thread, owner: int, error: bool, size: int, arrival: int) -> None:
+    def __init__(self, vm: VM, thread: Thread, owner: int, error: bool, size: int,
+                 arrival: int) -> None:
+        self.vm = vm
         self.thread = thread
         self.owner = owner
         self.error = error
@@ -181,13 +182,11 @@ class Host:
         if self.timeline is not None:
             self.timeline.queues.append(QueueInfo(name, q.vm))
 
-    def path(self, name: str) -> int:
-        pid = self.path_ids.get(name)
-        if pid is None:
-            pid = self.path_ids[name] = len(self.path_ids)
-            self.path_counts.append(0)
-            if self.timeline is not None:
-                self.timeline.paths.append(name)
+    def _new_path(self, name: str) -> int:
+        pid = self.path_ids[name] = len(self.path_ids)
+        self.path_counts.append(0)
+        if self.timeline is not None:
+            self.timeline.paths.append(name)
         return pid
 
     def sync_threads(self) -> None:
@@ -203,9 +202,10 @@ class Host:
         rpc.id = self.rpc_count
         self.rpc_count += 1
         if self.keep_rows:
-            self.rpc_rows.append(RpcInfo(rpc.vm, rpc.api, rpc.arrival, rpc.costs.priority,
-                                         [c.name for c in rpc.commands]))
-        self.emit((self.engine.now, RPC_ARRIVE, -1, rpc.vm, rpc.id, int(rpc.costs.priority)))
+            self.rpc_rows.add(rpc.vm, rpc.api, rpc.arrival, rpc.costs.priority,
+                              tuple([c.name for c in rpc.commands]))
+        self.emit((self.engine.now, RPC_ARRIVE, -1, rpc.vm, rpc.id,
+                   1 if rpc.costs.priority else 0))
         self.policy.rpc_arrived(rpc)
 
     def arrive_event(self, ev: Event) -> None:
@@ -257,7 +257,7 @@ class Host:
             error, size = False, 40
         if service >= 0:
             engine.at(now + service, self._reply_arrives,
-                      (vm, Reply(th, owner, error, size, now + service)))
+                      Reply(vm, th, owner, error, size, now + service))
         return None
 
     def _late_reply(self, cmd: Command) -> None:
@@ -266,8 +266,7 @@ class Host:
             return
         th, vm, owner = sender
         at = max(self.engine.now, cmd.sent_at + cmd.service)
-        self.engine.at(at, self._reply_arrives,
-                       (vm, Reply(th, owner, cmd.error, cmd.reply_size, at)))
+        self.engine.at(at, self._reply_arrives, Reply(vm, th, owner, cmd.error, cmd.reply_size, at))
 
     def _late_cause(self, cmd: Command, offset: int, ev: Event) -> None:
         if cmd.sent_at == NEVER_SENT:
@@ -290,8 +289,8 @@ class Host:
         for _, ev in cmd.caused:
             self.engine.at(self.engine.now, self._drop_unsent, ev)
 
-    def _reply_arrives(self, arg: tuple[VM, Reply]) -> None:
-        vm, reply = arg
+    def _reply_arrives(self, reply: Reply) -> None:
+        vm = reply.vm
         if vm.dead or vm.waiting is not reply.thread:
             return
         vm.inbox.append(reply)
@@ -307,13 +306,12 @@ class Host:
         Readers pop the inbox, ``yield profile.read_cost(msg.size)``, then call this (a
         generator per message would cost more than the read itself on the hot path).
         """
-        if type(msg) is Reply:
-            self.emit((self.engine.now, MSG_READ, th.tid, vm.index, -1, msg.size))
-            self._deliver(vm, msg)
-            return None
-        assert isinstance(msg, Event)
-        self.emit((self.engine.now, MSG_READ, th.tid, vm.index, msg.id, msg.size))
-        return msg
+        if isinstance(msg, Event):
+            self.emit((self.engine.now, MSG_READ, th.tid, vm.index, msg.id, msg.size))
+            return msg
+        self.emit((self.engine.now, MSG_READ, th.tid, vm.index, -1, msg.size))
+        self._deliver(vm, msg)
+        return None
 
     def _deliver(self, vm: VM, reply: Reply) -> None:
         th = reply.thread
@@ -322,7 +320,8 @@ class Host:
         vm.waiting = None
         vm.reply_unread = False
         th.failed = reply.error
-        self.emit((self.engine.now, CMD_REPLY, th.tid, vm.index, reply.owner, int(reply.error)))
+        self.emit((self.engine.now, CMD_REPLY, th.tid, vm.index, reply.owner,
+                   1 if reply.error else 0))
         th.wake()
 
     def queued(self, vm: VM) -> None:
@@ -345,47 +344,45 @@ class Host:
 
     # -- event handling -------------------------------------------------------------------
 
-    def handle(self, th: Thread, ev: Event, path: str, *, first: bool = True
-               ) -> Generator[int | None, None, None]:
-        """Run an event's stages on ``th``: its inline stage (unless ``first`` is False:
-        it already ran elsewhere) and, if it still needs one, its deferred stage."""
-        cls = ev.cls
-        if first and cls != DEFERRED:
-            finished = yield from self.inline_stage(th, ev, path)
-            if finished:
+    def handle(self, th: Thread, ev: Event, path: str) -> Body:
+        """Run an event's stages on ``th``: its inline stage and, if it still needs one,
+        its deferred stage."""
+        if ev.cls != DEFERRED:
+            yield from self.inline_stage(th, ev, path)
+            if ev.done:
                 return
-        yield from self._deferred_stage(th, ev, path, 0 if cls == DEFERRED else 1)
+        yield from self.deferred_stage(th, ev, path)
 
-    def inline_stage(self, th: Thread, ev: Event, path: str) -> Generator[int | None, None, bool]:
-        """An event's inline stage (VM mutex only); True when that finished the event."""
+    def inline_stage(self, th: Thread, ev: Event, path: str,
+                     defer: Callable[[Event], None] | None = None) -> Body:
+        """An event's inline stage (VM mutex only). If the event still needs its deferred
+        stage, ``defer(ev)`` queues it (without ``defer``, the caller runs it)."""
         engine = self.engine
         vm = self.vms[ev.vm]
         th.busy_vm = ev.vm
-        ev.started = True
         self.emit((engine.now, HANDLER_BEGIN, th.tid, ev.vm, ev.id, 0))
         yield vm.mutex.lock(th)
         if ev.cls == CONDITIONAL and vm.cond.signal(ev.name, ev.id):
             cost = self.profile.wake_waiter
-            if cost:
-                yield cost
-            vm.mutex.unlock(th)
-            self.done(ev, path)
-            self.emit((engine.now, HANDLER_END, th.tid, ev.vm, ev.id, 0))
-            return True
-        cost = self.profile.handler_cost(ev.name, deferred=False)
+            finished = True
+        else:
+            cost = self.profile.handler_cost(ev.name, deferred=False)
+            finished = ev.cls == INLINE
         if cost:
             yield cost
         vm.mutex.unlock(th)
-        if ev.cls == INLINE:
+        if finished:
             self.done(ev, path)
         self.emit((engine.now, HANDLER_END, th.tid, ev.vm, ev.id, 0))
-        return ev.cls == INLINE
+        if not finished and defer is not None:
+            defer(ev)
 
-    def _deferred_stage(self, th: Thread, ev: Event, path: str, stage: int) -> Body:
+    def deferred_stage(self, th: Thread, ev: Event, path: str) -> Body:
+        """An event's deferred stage (VM mutex and job): stage 1 after an inline stage."""
         engine = self.engine
         vm = self.vms[ev.vm]
+        stage = 0 if ev.cls == DEFERRED else 1
         th.busy_vm = ev.vm
-        ev.started = True
         owner = -ev.id - 1
         self.emit((engine.now, HANDLER_BEGIN, th.tid, ev.vm, ev.id, stage))
         yield vm.mutex.lock(th)
@@ -419,7 +416,6 @@ class Host:
         draining its VM's queue before it ends its job)."""
         engine = self.engine
         vm = self.vms[ev.vm]
-        ev.started = True
         self.emit((engine.now, HANDLER_BEGIN, th.tid, ev.vm, ev.id, 0))
         if ev.cls == CONDITIONAL and vm.cond.signal(ev.name, ev.id):
             cost = self.profile.wake_waiter
@@ -437,7 +433,9 @@ class Host:
 
     def done(self, ev: Event, path: str) -> None:
         ev.done = True
-        pid = self.path(path)
+        pid = self.path_ids.get(path)
+        if pid is None:
+            pid = self._new_path(path)
         self.path_counts[pid] += 1
         self.emit((self.engine.now, EVENT_DONE, -1, ev.vm, ev.id, pid))
         self._forget(ev)
@@ -523,7 +521,7 @@ class Host:
 
     def _end_rpc(self, th: Thread, rpc: Rpc, error: bool) -> None:
         del self.rpcs_running[rpc.id]
-        self.emit((self.engine.now, RPC_END, th.tid, rpc.vm, rpc.id, int(error)))
+        self.emit((self.engine.now, RPC_END, th.tid, rpc.vm, rpc.id, 1 if error else 0))
         th.busy_vm = -1
 
     def kill_qemu(self, vm: VM) -> None:

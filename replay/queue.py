@@ -121,7 +121,7 @@ class DepthHistory:
         b = (t - self.t0) // self.width
         while b >= self.BUCKETS:
             m = self.maxima
-            self.maxima = [max(m[i:i + 2]) for i in range(0, len(m), 2)]
+            self.maxima = [*map(max, m[0::2], m[1::2]), *m[len(m) & ~1:]]  # pairs, odd one last
             self.width *= 2
             b = (t - self.t0) // self.width
         opened = self.bucket_end >= 0
@@ -136,14 +136,16 @@ class DepthHistory:
 
     def window_maxima(self, start: int, end: int, windows: int = 10) -> list[int]:
         """Largest depth in each of ``windows`` equal windows of [start, end]."""
-        out = [0] * windows
         if self.bucket_end < 0 or end <= start:
-            return out
+            return [0] * windows
+        depths = [*self.maxima, self.current]
+        # Bucket b (from t0 + b * width) is in window (t0 + b * width - start) * windows // span,
+        # clamped to [0, windows - 1]; that rises with b, so window k >= 1 begins at the first
+        # bucket with b * width * windows >= k * span + (start - t0) * windows.
         span = end - start
-        for b, depth in enumerate([*self.maxima, self.current]):
-            t = self.t0 + b * self.width
-            w = min(windows - 1, max(0, (t - start) * windows // span))
-            if depth > out[w]:
-                out[w] = depth
-        return out
-
+        scale = self.width * windows
+        offset = (start - self.t0) * windows
+        firsts = [min(len(depths), max(0, -(-(k * span + offset) // scale)))
+                  for k in range(1, windows)]
+        bounds = zip([0, *firsts], [*firsts, len(depths)], strict=True)
+        return [max(depths[a:b], default=0) for a, b in bounds]

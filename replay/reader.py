@@ -4,7 +4,8 @@
 (arrival ns, VM order) order, one message per iteration, and, when asked, incoming RPCs too
 (libvirt ≤ 6.1). While it runs a handler or waits for a lock it reads nothing.
 :class:`VmReader` is one thread per VM (libvirt ≥ 6.2). Both hand each event they read to
-``on_event``, a generator run on the reader's own thread.
+``on_event``, which returns the work to run on the reader's own thread (a generator), or
+None when there is none there (the event was queued for another thread).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from replay.host import VM, Host
     from replay.workload import Event, Rpc
 
-OnEvent = Callable[[Thread, "Event"], Generator[int | None, None, None]]
+OnEvent = Callable[[Thread, "Event"], Generator[int | None, None, None] | None]
 
 
 class MainLoopReader:
@@ -37,7 +38,7 @@ class MainLoopReader:
         self.thread.start(self._run())
 
     def inbox_ready(self, vm: VM) -> None:
-        if vm.index in self.queued or vm.paused or not vm.inbox:
+        if not vm.inbox or vm.index in self.queued or vm.paused:
             return
         self.queued.add(vm.index)
         heappush(self.ready, (vm.inbox[0].arrival, vm.index, 0, next(self.seq), vm))
@@ -57,7 +58,11 @@ class MainLoopReader:
         th = self.thread
         host = self.host
         read_cost = host.profile.read_cost
+        submit = host.pool.submit
         ready = self.ready
+        queued = self.queued
+        inbox_ready = self.inbox_ready
+        on_event = self.on_event
         from replay.host import VM
 
         while True:
@@ -69,10 +74,10 @@ class MainLoopReader:
                 continue
             _, index, _, _, item = heappop(ready)
             if type(item) is not VM:
-                host.pool.submit(item)  # type: ignore[arg-type]
+                submit(item)  # type: ignore[arg-type]
                 continue
             vm = item
-            self.queued.discard(index)
+            queued.discard(index)
             if vm.paused or not vm.inbox:
                 continue
             msg = vm.inbox.popleft()
@@ -81,9 +86,11 @@ class MainLoopReader:
                 th.busy_vm = index
                 yield cost
             ev = host.received(th, vm, msg)
-            self.inbox_ready(vm)
+            inbox_ready(vm)
             if ev is not None:
-                yield from self.on_event(th, ev)
+                work = on_event(th, ev)
+                if work is not None:
+                    yield from work
 
 
 class VmReader:
@@ -108,17 +115,21 @@ class VmReader:
         vm = self.vm
         host = self.host
         read_cost = host.profile.read_cost
+        inbox = vm.inbox
+        on_event = self.on_event
         while True:
-            if not vm.inbox or vm.paused:
+            if not inbox or vm.paused:
                 self.idle = True
                 th.blocked = None
                 yield PARK
                 continue
-            msg = vm.inbox.popleft()
+            msg = inbox.popleft()
             cost = read_cost(msg.size)
             if cost:
                 th.busy_vm = vm.index
                 yield cost
             ev = host.received(th, vm, msg)
             if ev is not None:
-                yield from self.on_event(th, ev)
+                work = on_event(th, ev)
+                if work is not None:
+                    yield from work

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from replay.engine import Engine
@@ -57,7 +58,7 @@ class TimedRecords:
         clock = time.perf_counter
         while True:
             t0 = clock()
-            chunk = [rec for _, rec in zip(range(batch), records, strict=False)]
+            chunk = list(islice(records, batch))
             self.seconds += clock() - t0
             if not chunk:
                 return
@@ -117,7 +118,6 @@ def run(
             on_progress(now)
 
     t0 = time.perf_counter()
-    engine.horizon = None
     end = engine.run(arrivals(), progress=flush)
     host.watch.finish(workload.first_ns or 0, workload.last_ns, dict(zip(
         host.path_ids, host.path_counts, strict=True)))

@@ -268,11 +268,16 @@ class RpcTable(MutableSequence[RpcInfo]):
         return (self[i] for i in range(len(self)))
 
     def append(self, row: RpcInfo) -> None:
-        self._vm.append(row.vm)
-        self._api.append(self._names.id(row.api))
-        self._arrival.append(row.arrival_ns)
-        self._priority.append(int(row.priority))
-        self._commands.append(self._list_id(tuple(row.commands)))
+        self.add(row.vm, row.api, row.arrival_ns, row.priority, tuple(row.commands))
+
+    def add(self, vm: int, api: str, arrival_ns: int, priority: bool,
+            commands: tuple[str, ...]) -> None:
+        """Append a row without building an RpcInfo."""
+        self._vm.append(vm)
+        self._api.append(self._names.id(api))
+        self._arrival.append(arrival_ns)
+        self._priority.append(priority)
+        self._commands.append(self._list_id(commands))
 
     def api(self, i: int) -> str:
         """RPC ``i``'s API name without building its row."""

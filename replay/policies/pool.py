@@ -22,6 +22,10 @@ from replay.workload import Event
 Body = Generator[int | None, None, None]
 
 
+def _unserved(vm: VM) -> bool:
+    return vm.served is None
+
+
 class Pool(Policy):
     name = "pool"
     wakeup = "fifo"
@@ -50,7 +54,7 @@ class Pool(Policy):
             th = host.thread(f"event-{i}", "event-worker")
             th.start(self._work(th))
 
-    def enqueue(self, th: Thread, ev: Event) -> Body:
+    def enqueue(self, th: Thread, ev: Event) -> None:
         vm = self.host.vms[ev.vm]
         self.queues.push(vm, ev)
         if vm.cond.waiters:
@@ -60,14 +64,12 @@ class Pool(Policy):
             self.host.pause_reading(vm)
         if vm.served is None and self.idle:
             self.idle.pop().wake()
-        return
-        yield
 
     def _work(self, th: Thread) -> Body:
         host = self.host
         queues = self.queues
         while True:
-            vm = queues.oldest(lambda v: v.served is None)
+            vm = queues.oldest(_unserved)
             if vm is None:
                 self.idle.append(th)
                 th.blocked = None

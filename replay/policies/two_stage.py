@@ -21,6 +21,10 @@ from replay.workload import INLINE, Event
 Body = Generator[int | None, None, None]
 
 
+def _lock_and_job_free(vm: VM) -> bool:
+    return vm.mutex.free() and vm.job.free()
+
+
 class TwoStage(Policy):
     name = "two-stage"
     wakeup = "broadcast"
@@ -34,7 +38,7 @@ class TwoStage(Policy):
         self.sleeping = False
         self.worker.start(self._work())
 
-    def enqueue(self, th: Thread, ev: Event) -> Body:
+    def enqueue(self, th: Thread, ev: Event) -> None:
         vm = self.host.vms[ev.vm]
         self.queues.push(vm, ev)
         self.global_queue.add(ev.size)
@@ -42,8 +46,6 @@ class TwoStage(Policy):
             self.host.queued(vm)
         vm.mutex.on_release = vm.job.on_release = self._kick
         self._kick()
-        return
-        yield
 
     def _kick(self) -> None:
         if self.sleeping:
@@ -61,7 +63,7 @@ class TwoStage(Policy):
         th = self.worker
         host = self.host
         while True:
-            vm = self.queues.oldest(lambda v: v.mutex.free() and v.job.free())
+            vm = self.queues.oldest(_lock_and_job_free)
             if vm is None:
                 self.sleeping = True
                 th.blocked = None
