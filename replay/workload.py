@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from replay.profile import ApiCosts, Profile
-from tracer.causes import CAUSES, Attributor
+from tracer.causes import CAUSED_EVENTS, CAUSES, Attributor
 from tracer.session import Record, wire_bytes
 
 #: How far ahead of the replay clock the session is read (and the cause window).
@@ -38,6 +38,9 @@ INLINE, DEFERRED, CONDITIONAL, BOTH = range(4)
 CLASS_CODES = {"inline": INLINE, "deferred": DEFERRED, "conditional": CONDITIONAL,
                "inline+deferred": BOTH}
 
+#: Kinds of the records that pair a command with its reply.
+PAIRED = frozenset({"command", "reply", "error"})
+
 NOT_SENT = -1
 NEVER_SENT = -2
 
@@ -45,7 +48,7 @@ NEVER_SENT = -2
 class Event:
     """One QMP event (or monitor EOF) on its way through the daemon."""
 
-    __slots__ = ("id", "vm", "name", "cls", "arrival", "size", "done", "counted", "started")
+    __slots__ = ("id", "vm", "name", "cls", "arrival", "size", "done", "counted")
 
     def __init__(self, vm: int, name: str, cls: int, arrival: int, size: int) -> None:
         self.id = -1  # assigned on arrival
@@ -56,7 +59,6 @@ class Event:
         self.size = size
         self.done = False
         self.counted = False
-        self.started = False
 
 
 class Command:
@@ -129,12 +131,16 @@ class Workload:
     #: Items read and not yet handed out, in time order (same times: in reading order).
     _ready: deque[tuple[int, Item]] = field(default_factory=deque)
     _attributor: Attributor = field(init=False)
-    #: Commands that may still be the cause of an event, by record index, in send order.
+    #: Commands that may still be the cause of an event, by record number, in send order.
     _commands: dict[int, Command] = field(default_factory=dict)
     _command_order: deque[tuple[int, int]] = field(default_factory=deque)
-    _awaiting: dict[tuple[str, int | None, str], deque[Command]] = field(default_factory=dict)
+    #: Unanswered commands by (VM, connection, id text), oldest first (rarely more than one).
+    _awaiting: dict[tuple[str, int | None, str], list[Command]] = field(default_factory=dict)
     _apis: dict[tuple[str, int], Rpc] = field(default_factory=dict)
     _vm_index: dict[str, int] = field(init=False)
+    _reader: Iterator[None] = field(init=False)
+    #: Where the reader pauses: after the first record later than this (None: after each).
+    _until: int | None = None
     _exhausted: bool = False
     _classes: dict[str, int] = field(default_factory=dict)
     #: Time of the last item handed out: a later item never arrives before it.
@@ -143,105 +149,161 @@ class Workload:
     def __post_init__(self) -> None:
         self._attributor = Attributor(window_ns=self.lookahead)
         self._vm_index = {name: i for i, name in enumerate(self.vms)}
+        self._reader = self._read()
 
     def items(self) -> Iterator[tuple[int, Item]]:
         """Yield ``(time, item)`` in time order, reading the session ``lookahead`` ahead."""
         ready = self._ready
+        lookahead = self.lookahead
         while True:
             if ready:
-                if self.last_ns <= ready[0][0] + self.lookahead:
-                    self._read_until(ready[0][0] + self.lookahead)
+                due = ready[0][0] + lookahead
+                if self.last_ns <= due:
+                    self._read_past(due)
                 item = ready.popleft()
                 self._handed_ns = item[0]
                 yield item
             elif self._exhausted:
                 return
+            elif self.first_ns is None:  # nothing read yet: read until an item is ready
+                while not ready and not self._exhausted:
+                    self._read_past(None)
             else:
-                self._read_until(None if self.first_ns is None else self.last_ns + self.lookahead)
+                self._read_past(self.last_ns + lookahead)
 
     def complete(self, rpc: Rpc) -> None:
         """Read on until ``rpc``'s API call has ended (its later commands are needed now)."""
         while not rpc.complete and not self._exhausted:
-            self._read_one()
+            self._read_past(None)
 
-    def _read_until(self, t: int | None) -> None:
-        while not self._exhausted and (t is None or self.last_ns <= t):
-            self._read_one()
-            if t is None and self._ready:
-                return
-
-    def _read_one(self) -> None:
-        try:
-            rec = next(self.records)
-        except StopIteration:
+    def _read_past(self, t: int | None) -> None:
+        """Read on until a record after ``t`` (not before ``last_ns``) has been read; None:
+        read one record."""
+        self._until = t
+        for _ in self._reader:
+            return
+        if not self._exhausted:  # the records have run out (or have raised)
             self._finish()
-            return
-        index = self.records_read
-        self.records_read += 1
-        t = rec["t_ns"]
-        if self.first_ns is None:
-            self.first_ns = t
-        if t > self.last_ns:
-            self.last_ns = t
-        kind = rec["kind"]
-        vm_name = rec["vm"]
-        vm = self._vm_index[vm_name]
-        if kind == "event" or kind == "eof":
-            name = rec["name"] if kind == "event" else "MONITOR_EOF"
-            ev = Event(vm, name, self._class_code(name), t, _size(rec))
-            cause = self._attributor.feed(index, rec) if self._commands else None
-            cmd = self._commands.get(cause) if cause is not None else None
-            if cmd is None:
-                self._push(t, ev)
-            else:
-                self._attach(cmd, t - cmd.t_send, ev)
-        elif kind == "reply" or kind == "error":
-            self._reply(rec, t, kind == "error")
-        elif kind == "command":
-            self._attributor.feed(index, rec)
-            self._command(rec, index, vm, t)
-        elif kind == "api-begin":
-            costs = self.profile.api(rec["name"], qmp_command=False)
-            rpc = Rpc(vm, rec["name"], t, costs, complete=False)
-            self._apis[(vm_name, rec.get("thread", -1))] = rpc
-            self._push(t, rpc)
-        elif kind == "api-end":
-            rpc_done = self._apis.pop((vm_name, rec.get("thread", -1)), None)
-            if rpc_done is not None:
-                rpc_done.complete = True
-        order = self._command_order
-        while order and order[0][0] < t - self.lookahead:
-            del self._commands[order.popleft()[1]]
 
-    def _class_code(self, name: str) -> int:
-        code = self._classes.get(name)
-        if code is None:
-            code = self._classes[name] = CLASS_CODES[self.profile.event_class(name)]
-        return code
+    def _read(self) -> Iterator[None]:
+        """Read the session's records, pausing after the first one later than ``_until``.
 
-    def _command(self, rec: Record, index: int, vm: int, t: int) -> None:
-        name = rec["name"]
-        cmd = Command(name, t)
-        if name in CAUSES:
-            self._commands[index] = cmd
-            self._command_order.append((t, index))
-        key = (rec["vm"], rec.get("conn"), _id_key(rec))
-        self._awaiting.setdefault(key, deque()).append(cmd)
-        rpc = self._apis.get((rec["vm"], rec.get("thread", -1)))
-        if rpc is not None:
-            cmd.rpc = rpc
-            if rpc.commands:
-                last = rpc.t_last_reply
-                rpc.gaps.append(max(0, t - last) if last >= 0 else 0)
-            rpc.commands.append(cmd)
-            return
-        costs = self.profile.api(name, qmp_command=True)
-        rpc = Rpc(vm, name, max(0, t - costs.pre), costs, [cmd])
-        self._push(rpc.arrival, rpc)
+        This is the builder's hot path: one generator reads the whole session, so the
+        state each record touches is bound once, and events, commands and replies (nearly
+        all records) are handled inline rather than by a call each.
+        """
+        vm_index, classes, profile, hooks = self._vm_index, self._classes, self.profile, self.hooks
+        commands, order, attributor = self._commands, self._command_order, self._attributor
+        awaiting, apis, ready, push = self._awaiting, self._apis, self._ready, self._push
+        lookahead = self.lookahead
+        #: Costs of the RPCs named after a command (``profile.api`` builds a key per call).
+        command_costs: dict[str, ApiCosts] = {}
+        first_ns, last_ns, until = self.first_ns, self.last_ns, self._until
+        #: When the oldest command that may cause an event expires (while there is one).
+        expiry = 0
+        for number, rec in enumerate(self.records, self.records_read + 1):
+            self.records_read = number
+            t = rec["t_ns"]
+            if first_ns is None:
+                self.first_ns = first_ns = t
+            if t > last_ns:
+                self.last_ns = last_ns = t
+            kind = rec["kind"]
+            item: Item | None = None  # to queue at ``at``
+            if kind == "event" or kind == "eof":
+                name = rec["name"] if kind == "event" else "MONITOR_EOF"
+                code = classes.get(name)
+                if code is None:
+                    code = classes[name] = CLASS_CODES[profile.event_class(name)]
+                wire = rec.get("wire")
+                size = len(wire) if wire is not None and wire.isascii() else _size(rec)
+                ev = Event(vm_index[rec["vm"]], name, code, t, size)
+                # No command causes any other event: fed one, the attributor would only
+                # expire old rules, which the VM's next event fed does as well (its times
+                # never go backwards).
+                attributable = commands and name in CAUSED_EVENTS
+                cause = attributor.event(number, rec) if attributable else None
+                cmd = commands.get(cause) if cause is not None else None
+                if cmd is None:
+                    item, at = ev, t
+                else:
+                    self._attach(cmd, t - cmd.t_send, ev)
+            elif kind in PAIRED:
+                vm_name = rec["vm"]
+                qid = rec.get("id", "")  # any JSON value: paired by its JSON text
+                key = (vm_name, rec.get("conn"), qid if isinstance(qid, str) else repr(qid))
+                if kind == "command":
+                    name = rec["name"]
+                    cmd = Command(name, t)
+                    if name in CAUSES:
+                        attributor.command(number, rec)
+                        commands[number] = cmd
+                        if not order:
+                            expiry = t + lookahead
+                        order.append((t, number))
+                    waiting = awaiting.get(key)
+                    if waiting is None:
+                        awaiting[key] = [cmd]
+                    else:
+                        waiting.append(cmd)
+                    rpc = apis.get((vm_name, rec.get("thread", -1))) if apis else None
+                    if rpc is None:  # an RPC of its own
+                        costs = command_costs.get(name)
+                        if costs is None:
+                            costs = command_costs[name] = profile.api(name, qmp_command=True)
+                        at = t - costs.pre
+                        if at < 0:  # (not max(): a call per command)
+                            at = 0
+                        item = Rpc(vm_index[vm_name], name, at, costs, [cmd])
+                    else:
+                        cmd.rpc = rpc
+                        if rpc.commands:
+                            last = rpc.t_last_reply
+                            rpc.gaps.append(max(0, t - last) if last >= 0 else 0)
+                        rpc.commands.append(cmd)
+                else:
+                    waiting = awaiting.get(key)
+                    if waiting:
+                        cmd = waiting.pop(0)
+                        if not waiting:
+                            del awaiting[key]
+                        cmd.service = t - cmd.t_send
+                        cmd.error = kind == "error"
+                        wire = rec.get("wire")
+                        size = len(wire) if wire is not None and wire.isascii() else _size(rec)
+                        cmd.reply_size = size
+                        if cmd.rpc is not None:
+                            cmd.rpc.t_last_reply = t
+                        if cmd.sent_at >= 0 and hooks is not None:
+                            hooks.late_reply(cmd)
+            elif kind == "api-begin":
+                vm_name = rec["vm"]
+                costs = profile.api(rec["name"], qmp_command=False)
+                item = apis[(vm_name, rec.get("thread", -1))] = Rpc(
+                    vm_index[vm_name], rec["name"], t, costs, complete=False)
+                at = t
+            elif kind == "api-end":
+                rpc = apis.pop((rec["vm"], rec.get("thread", -1)), None)
+                if rpc is not None:
+                    rpc.complete = True
+            if item is not None:
+                if ready and ready[-1][0] <= at:  # in order: the common case of _push
+                    ready.append((at, item))
+                else:
+                    push(at, item)
+            if t > expiry and order:
+                while order and order[0][0] < t - lookahead:
+                    del commands[order.popleft()[1]]
+                if order:
+                    expiry = order[0][0] + lookahead
+            if until is None or last_ns > until:
+                yield
+                until = self._until
 
     def _push(self, t: int, item: Item) -> None:
         """Queue an item in time order. Items come nearly sorted (an RPC named after its
-        command arrives ``pre`` before it), so an out-of-order one goes in near the end."""
+        command arrives ``pre`` before it), so an out-of-order one goes in near the end;
+        the reader appends one in order itself."""
         ready = self._ready
         if t < self._handed_ns:  # older than what the replay already has: it arrives late
             t = self._handed_ns
@@ -252,22 +314,6 @@ class Workload:
         while i > 0 and ready[i - 1][0] > t:
             i -= 1
         ready.insert(i, (t, item))
-
-    def _reply(self, rec: Record, t: int, error: bool) -> None:
-        key = (rec["vm"], rec.get("conn"), _id_key(rec))
-        waiting = self._awaiting.get(key)
-        if not waiting:
-            return
-        cmd = waiting.popleft()
-        if not waiting:
-            del self._awaiting[key]
-        cmd.service = t - cmd.t_send
-        cmd.error = error
-        cmd.reply_size = _size(rec)
-        if cmd.rpc is not None:
-            cmd.rpc.t_last_reply = t
-        if cmd.sent_at >= 0 and self.hooks is not None:
-            self.hooks.late_reply(cmd)
 
     def _attach(self, cmd: Command, offset: int, ev: Event) -> None:
         cmd.caused.append((offset, ev))
@@ -288,17 +334,9 @@ class Workload:
 
 
 def _size(rec: Record) -> int:
-    """Bytes of a record's wire text (QMP output is ASCII: no encoding needed then)."""
+    """Bytes of a record's wire text (QMP output is ASCII: the reader takes the length of
+    such a text itself)."""
     wire = rec.get("wire")
     if wire is None:
         return len(wire_bytes(rec))
     return len(wire) if wire.isascii() else len(wire.encode())
-
-
-def _id_key(rec: Record) -> str:
-    """QMP ids may be any JSON value: pair replies by their JSON text ("" when absent)."""
-    if "id" not in rec:
-        return ""
-    qid = rec["id"]
-    return qid if isinstance(qid, str) else repr(qid)
-

@@ -185,6 +185,16 @@ def rules_for(command_name: str, command_msg: Mapping[str, Any]) -> list[CauseRu
     ]
 
 
+#: Every event some command causes (no other event is ever attributed).
+CAUSED_EVENTS = frozenset(name for causes in CAUSES.values() for c in causes for name in c.events)
+
+#: The rules of each command whose causes match any object (its arguments are not needed).
+_FIXED_RULES = {
+    name: rules_for(name, {})
+    for name, causes in CAUSES.items() if all(c.match == "any" for c in causes)
+}
+
+
 @dataclass(slots=True)
 class _Open:
     """A rule waiting for its events: which command opened it, when, how many are left."""
@@ -217,16 +227,25 @@ class Attributor:
         """Take the next record; for an attributable event return its command's index."""
         kind = record.get("kind")
         if kind == "command":
-            name = record.get("name", "")
-            if name in CAUSES:
-                t = record["t_ns"]
+            self.command(index, record)
+        elif kind == "event":
+            return self.event(index, record)
+        return None
+
+    def command(self, index: int, record: Record) -> None:
+        """:meth:`feed` for a record known to be a command."""
+        name = record.get("name", "")
+        if name in CAUSES:
+            t = record["t_ns"]
+            rules = _FIXED_RULES.get(name)
+            if rules is None:
                 rules = rules_for(name, _decode(record))
-                self._open.setdefault(record["vm"], []).extend(
-                    _Open(index, t, rule, rule.count) for rule in rules
-                )
-            return None
-        if kind != "event":
-            return None
+            opened = self._open.setdefault(record["vm"], [])
+            for rule in rules:
+                opened.append(_Open(index, t, rule, rule.count))
+
+    def event(self, index: int, record: Record) -> int | None:
+        """:meth:`feed` for a record known to be an event."""
         waiting = self._open.get(record["vm"])
         if not waiting:
             return None
@@ -237,18 +256,20 @@ class Attributor:
             waiting[:] = [o for o in waiting if o.sent_ns >= horizon]
         msg: Mapping[str, Any] | None = None
         for pos, entry in enumerate(waiting):
-            if name not in entry.rule.events:
+            rule = entry.rule
+            if name not in rule.events:
                 continue
-            if msg is None:
-                msg = _decode(record)
-            if not entry.rule.matches(name, msg):
-                continue
+            if rule.keys:  # the event's data must name the object: decode it (once)
+                if msg is None:
+                    msg = _decode(record)
+                if not rule.matches(name, msg):
+                    continue
             if entry.left is not None:
                 entry.left -= 1
                 if entry.left == 0:
                     del waiting[pos]
             if name == "JOB_STATUS_CHANGE":
-                _close_finished_job(waiting, msg)
+                _close_finished_job(waiting, _decode(record) if msg is None else msg)
             return entry.command_index
         return None
 
