@@ -11,9 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from analysis.frames import export, load_frames
-from analysis.metrics import LOCK_SORT_KEYS
-from analysis.report import RENDERERS, ReportError, build_report
+from analysis.collector import LOCK_SORT_KEYS
 from tracer.cli_common import fail
 
 
@@ -59,6 +57,8 @@ def register(app: typer.Typer) -> None:
         """
         if lock_sort not in LOCK_SORT_KEYS:
             fail(f"--lock-sort {lock_sort!r}: expected one of {', '.join(LOCK_SORT_KEYS)}")
+        from analysis.report import RENDERERS, ReportError, build_report  # pandas, matplotlib
+
         console = Console(stderr=True)
         with console.status("building the report", spinner="dots") if (
                 not quiet and console.is_terminal) else nullcontext():
@@ -88,6 +88,8 @@ def register(app: typer.Typer) -> None:
         Example: [bold]qmpreplay export run1 --format parquet -o frames[/]
         """
         _check_run_dir(run_dir)
+        from analysis.frames import export, load_frames  # pandas
+
         for path in export(load_frames(run_dir), output or run_dir / "frames", fmt.value):
             typer.echo(f"wrote {path}")
 

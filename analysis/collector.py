@@ -18,6 +18,9 @@ from tracer.timeline import DROP_JOB_TIMEOUT, Kind, Timeline
 
 K = Kind
 READER_ROLES = ("mainloop", "vm-thread")
+#: What lock tables sort by (columns of :func:`lock_row`, without units).
+LOCK_SORT_KEYS = ("acquired", "contended", "wait_total", "wait_avg", "wait_max",
+                  "hold_total", "hold_max")
 
 
 class InFlight:

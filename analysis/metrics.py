@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.collector import stats
+from analysis.collector import LOCK_SORT_KEYS, stats
 from analysis.frames import Frames
 
 MS = 1e6
@@ -24,8 +24,6 @@ FINDING_KINDS = ("deadlock", "starvation", "ordering-violation", "unbounded-grow
 #: (``reader_stalled``, lock waits included).
 READER_ROLES = ("mainloop", "vm-thread")
 #: Sort keys of the lock table (``perf lock contention -k``), all sorted largest first.
-LOCK_SORT_KEYS = ("acquired", "contended", "wait_total", "wait_avg", "wait_max",
-                  "hold_total", "hold_max")
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,6 @@ from concurrent.futures import Executor, as_completed
 from dataclasses import dataclass
 from typing import Any
 
-from analysis.plots import pareto_svg
-from analysis.report import fmt
-
 
 class SweepError(ValueError):
     """A ``--param`` that is not ``key=v1,v2,...``."""
@@ -89,6 +86,8 @@ def points(labels: Sequence[str], results: Sequence[dict[str, Any]]) -> list[Poi
 
 def render_table(pts: Sequence[Point]) -> list[list[str]]:
     """Table rows (header first) for the terminal or a file."""
+    from analysis.report import fmt  # pandas, matplotlib: loaded when a sweep shows results
+
     rows = [["policy", "p99 ms", "peak depth", "deadlocks", "job timeouts", "handled",
              "Pareto"]]
     for p in pts:
@@ -99,5 +98,7 @@ def render_table(pts: Sequence[Point]) -> list[list[str]]:
 
 def plot(pts: Sequence[Point]) -> str:
     """The Pareto plot as SVG text (runs without handled events are left out)."""
+    from analysis.plots import pareto_svg  # matplotlib
+
     return pareto_svg([(p.label.split(":", 1)[-1], float(p.peak_depth), p.p99_ms, p.pareto)
                        for p in pts if p.p99_ms is not None])
