@@ -65,6 +65,13 @@ class InFlight:
             setattr(self, name, new)
         self.base += drop
 
+    def arrive(self, ids: np.ndarray, times: np.ndarray) -> np.ndarray:
+        """Items ``ids`` arrived at ``times``; their positions."""
+        idx = self.index(ids)
+        self.arrival[idx] = times
+        self.open[idx] = True
+        return idx
+
     def still_open(self) -> np.ndarray:
         """Positions of the items not finished yet."""
         return np.flatnonzero(self.open[: self.top - self.base])
@@ -132,9 +139,7 @@ class Collector:
                 value: np.ndarray) -> None:
         events = self.events
         sel = kind == K.EVENT_ARRIVE
-        idx = events.index(ref[sel])
-        events.arrival[idx] = t[sel]
-        events.open[idx] = True
+        events.arrive(ref[sel], t[sel])
         sel = (kind == K.HANDLER_BEGIN) & (value == 0)
         if sel.any():  # the first handler stage of each event that had none yet
             ids, first = np.unique(ref[sel], return_index=True)
@@ -165,10 +170,8 @@ class Collector:
               value: np.ndarray) -> None:
         rpcs = self.rpcs
         sel = kind == K.RPC_ARRIVE
-        idx = rpcs.index(ref[sel])
-        rpcs.arrival[idx] = t[sel]
+        idx = rpcs.arrive(ref[sel], t[sel])  # may move the arrays: index them after
         rpcs.priority[idx] = value[sel] > 0
-        rpcs.open[idx] = True
         self.n_rpcs = rpcs.top
         sel = kind == K.RPC_START
         if sel.any():

@@ -162,10 +162,11 @@ class Thread:
         self.gen = body
         self.engine.at(self.engine.now, Thread.resume, self)
 
-    def resume(self) -> None:
-        """Run the body from the engine loop, spending at once every cost that ends
-        before anything else is due. Scheduled as ``Thread.resume`` with the thread as
-        its argument: no bound method is made per turn."""
+    def resume(self, ahead: bool = True) -> None:
+        """Run the body up to its next wait or cost. From the engine loop (``ahead``), a
+        cost that ends before anything else is due is spent at once and the body goes on.
+        Scheduled as ``Thread.resume`` with the thread as its argument: no bound method is
+        made per turn."""
         gen = self.gen
         assert gen is not None
         engine = self.engine
@@ -178,6 +179,8 @@ class Thread:
             d = send(None)
             while d is not None:
                 if d:
+                    if not ahead:
+                        break
                     t = engine.now + d
                     if ((heap and heap[0][0] <= t) or engine.t_next <= t or settle
                             or t > horizon):
@@ -203,21 +206,8 @@ class Thread:
         engine = self.engine
         if engine.stepping is not None:
             heappush(engine._heap, (engine.now, next(engine._seq), Thread.resume, self))
-            return
-        gen = self.gen
-        assert gen is not None
-        engine.stepping = self
-        send = gen.send
-        try:
-            d = send(None)
-            while d == 0:
-                d = send(None)
-        except StopIteration:
-            self.gen = None
-            d = None
-        engine.stepping = None
-        if d is not None:
-            heappush(engine._heap, (engine.now + d, next(engine._seq), Thread.resume, self))
+        else:
+            self.resume(ahead=False)
 
     def __repr__(self) -> str:
         return f"<Thread {self.name}>"
