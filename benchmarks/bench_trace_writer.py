@@ -85,7 +85,7 @@ def packet_specs(data: bytes) -> list[tuple[Any, ...]]:
             "event", p.timestamp, p.trusted_packet_sequence_id, p.sequence_flags,
             list(e.category_iids), args, e.type, e.name_iid if e.HasField("name_iid") else None,
             e.track_uuid, e.counter_value if e.HasField("counter_value") else None,
-            list(e.flow_ids), list(e.terminating_flow_ids),
+            list(e.flow_ids_old), list(e.terminating_flow_ids_old),
             p.interned_data if p.HasField("interned_data") else None,
         ))
     return specs
@@ -114,8 +114,8 @@ def write_with_builder(stream: io.BufferedWriter | io.BytesIO,
             event.track_uuid = track
             if counter is not None:
                 event.counter_value = counter
-            event.flow_ids.extend(flows)
-            event.terminating_flow_ids.extend(ends)
+            event.flow_ids_old.extend(flows)
+            event.terminating_flow_ids_old.extend(ends)
             if interned is not None:
                 packet.interned_data.CopyFrom(interned)
             if flags:

@@ -42,6 +42,7 @@ SELECT p.name AS policy, s.name, s.ts, s.dur, s.category,
        EXTRACT_ARG(s.arg_set_id, 'debug.rpc') AS rpc,
        EXTRACT_ARG(s.arg_set_id, 'debug.error') AS error,
        EXTRACT_ARG(s.arg_set_id, 'debug.unfinished') AS unfinished,
+       EXTRACT_ARG(s.arg_set_id, 'debug.cut') AS cut,
        EXTRACT_ARG(s.arg_set_id, 'debug.dropped') AS dropped,
        EXTRACT_ARG(s.arg_set_id, 'debug.handled') AS handled,
        EXTRACT_ARG(s.arg_set_id, 'debug.stage') AS stage
@@ -131,8 +132,13 @@ def test_handled_events_and_completed_rpcs(loaded: dict[str, Any]) -> None:
         # Only deferred stages say their stage (written at the stage's end).
         deferred = {r["event"] for r in rows if r["name"].startswith("handle:") and r["stage"]}
         assert deferred == {r[4] for r in _records(tl, Kind.HANDLER_END) if r[5]}
-        completed = [r for r in rows if r["category"] == "rpc" and r["error"] is not None]
-        assert len(completed) == len(_records(tl, Kind.RPC_END))
+        # An RPC slice that is neither cut nor unfinished ended: ``error`` marks a failure.
+        ended = _records(tl, Kind.RPC_END)
+        completed = [r for r in rows
+                     if r["category"] == "rpc" and not (r["unfinished"] or r["cut"])]
+        assert sorted(r["rpc"] for r in completed) == sorted(r[4] for r in ended)
+        assert sorted(r["rpc"] for r in completed if r["error"]) == sorted(
+            r[4] for r in ended if r[5])
         unfinished = [r["rpc"] for r in rows if r["category"] == "rpc" and r["unfinished"]]
         started = {r[4] for r in _records(tl, Kind.RPC_START)}
         assert unfinished == sorted(started - {r[4] for r in _records(tl, Kind.RPC_END)})
@@ -222,40 +228,45 @@ def test_packets_match_hand_built_trace_packets(tmp_path: Path) -> None:
     tl.records = [(100, Kind.RPC_ARRIVE, -1, 0, 0, 0), (20_000_000_000, Kind.RPC_START, 0, 0, 0, 7)]
     data = write_trace(tmp_path / "b.pftrace", [tl]).read_bytes()
     packets = pb.Trace.FromString(data).packet
-    # The sequence's first packet sets its clock; the next one interns categories,
-    # annotation names and VM names.
+    # The sequence's first packet sets its clock; the next one interns categories and
+    # annotation names.
     assert packets[1].HasField("clock_snapshot")
     interned = packets[2].interned_data
     category = {c.name: c.iid for c in interned.event_categories}["rpc"]
     arg = {a.name: a.iid for a in interned.debug_annotation_names}
-    vm_iid = {s.str: s.iid for s in interned.debug_annotation_string_values}[b"vm-a"]
-    begin = packets[-2]  # the last one is the END written by end()
+    arrival, begin = packets[-3:-1]  # the last one is the END written by end()
     # Timestamps are deltas on the sequence's clock: this one follows the arrival at 100.
     expected = pb.TracePacket(timestamp=20_000_000_000 - 100, trusted_packet_sequence_id=2,
                               sequence_flags=2)
     event = expected.track_event
     event.category_iids.append(category)
-    for name, value in (("rpc", 0), ("vm", None), ("queue_ns", 7)):
-        annotation = event.debug_annotations.add(name_iid=arg[name])
-        if value is None:
-            annotation.string_value_iid = vm_iid
-        else:
-            annotation.uint_value = value
+    event.debug_annotations.add(name_iid=arg["rpc"], uint_value=0)
     event.type = pb.TrackEvent.TYPE_SLICE_BEGIN
     event.name_iid = 2  # iid 1 is the arrival's name, interned first
     event.track_uuid = begin.track_event.track_uuid
-    event.terminating_flow_ids.append(begin.track_event.terminating_flow_ids[0])
+    # The flow the arrival began (varint ids: the deprecated fields, see the writer).
+    assert list(arrival.track_event.flow_ids_old) == [1]
+    event.terminating_flow_ids_old.append(1)
     expected.interned_data.event_names.add(iid=2, name="virDomainSuspend")
     assert begin.SerializeToString() == expected.SerializeToString()
     framed = b"\x0a" + bytes([expected.ByteSize()]) + expected.SerializeToString()
     assert framed in data
 
 
-def test_track_uuids_are_one_counter_across_policies(tmp_path: Path) -> None:
-    """Uuids are unique in the file and short: 0 for the root, then 1, 2, ... in order."""
-    packets = pb.Trace.FromString(write_trace(tmp_path / "u.pftrace", fx.timelines()).read_bytes())
-    uuids = [p.track_descriptor.uuid for p in packets.packet if p.HasField("track_descriptor")]
-    assert uuids == list(range(len(uuids)))
+def test_track_uuids_are_short_and_unique_across_policies(tmp_path: Path) -> None:
+    """0 for the root; threads and shared queues' counters take 1, 2, ... (one-byte
+    varints), the other tracks 128, 129, ..., in the order they are described."""
+    timelines = fx.timelines()
+    packets = pb.Trace.FromString(write_trace(tmp_path / "u.pftrace", timelines).read_bytes())
+    descriptors = [p.track_descriptor for p in packets.packet if p.HasField("track_descriptor")]
+    shared = {f"{q.name} {s}" for tl in timelines for q in tl.queues if q.vm < 0
+              for s in ("depth", "bytes")}
+    uuids = [d.uuid for d in descriptors]
+    assert uuids[0] == 0
+    busy = [d.uuid for d in descriptors if d.HasField("thread") or d.name in shared]
+    assert busy == list(range(1, len(busy) + 1))
+    rest = [u for u in uuids[1:] if u not in busy]
+    assert rest == list(range(128, 128 + len(rest)))
     used = {p.track_event.track_uuid for p in packets.packet if p.HasField("track_event")}
     assert used <= set(uuids[1:])
 

@@ -95,6 +95,27 @@ def incremental() -> Packets:
     return [snapshot, *packets]
 
 
+def varint_flows() -> Packets:
+    """``good()`` with its flow in the varint fields ``flow_ids_old`` and
+    ``terminating_flow_ids_old``, as the writer emits them."""
+    packets = good()
+    for p in packets:
+        if not p.HasField("track_event"):
+            continue
+        event = p.track_event
+        event.flow_ids_old.extend(event.flow_ids)
+        event.terminating_flow_ids_old.extend(event.terminating_flow_ids)
+        event.ClearField("flow_ids")
+        event.ClearField("terminating_flow_ids")
+    return packets
+
+
+def varint_flow_in_both_fields() -> Packets:
+    packets = varint_flows()
+    packets[4].track_event.terminating_flow_ids_old.append(7)
+    return packets
+
+
 def no_sequence() -> Packets:
     packets = good()
     packets[5].ClearField("trusted_packet_sequence_id")
@@ -248,6 +269,7 @@ CASES: list[tuple[Callable[[], Packets], str, str]] = [
     (pid_zero, "pid-zero", "warning"),
     (counter_without_value, "counter-without-value", "error"),
     (flow_in_both_fields, "flow-in-both-fields", "error"),
+    (varint_flow_in_both_fields, "flow-in-both-fields", "error"),
     (depth_exceeded, "depth-exceeded", "error"),
     (timestamps_decreasing, "timestamp-decreasing", "warning"),
     (missing_parent, "missing-parent", "error"),
@@ -260,7 +282,7 @@ def write(path: Path, packets: Packets) -> Path:
     return path
 
 
-@pytest.mark.parametrize("valid", [good, incremental])
+@pytest.mark.parametrize("valid", [good, incremental, varint_flows])
 def test_valid_trace_has_no_problems(valid: Callable[[], Packets]) -> None:
     assert check_packets(p.SerializeToString() for p in valid()) == []
 
@@ -278,6 +300,7 @@ def test_checker_agrees_with_trace_processor(tmp_path: Path) -> None:
     traces = [write(tmp_path / f"{rule}.pftrace", plant()) for plant, rule, _ in CASES]
     traces.append(write(tmp_path / "good.pftrace", good()))
     traces.append(write(tmp_path / "incremental.pftrace", incremental()))
+    traces.append(write(tmp_path / "varint-flows.pftrace", varint_flows()))
     results = query_traces([(t, [TP_PROBLEMS]) for t in traces])
     flagged = 0
     for trace, (stats,) in zip(traces, results, strict=True):
@@ -285,7 +308,7 @@ def test_checker_agrees_with_trace_processor(tmp_path: Path) -> None:
         if stats:
             flagged += 1
             assert errors, f"{trace.name}: TP reports {stats}, the checker no error"
-    assert results[-2:] == [[[]], [[]]]
+    assert results[-3:] == [[[]], [[]], [[]]]
     # The planted problems TP itself notices (sequence, interning, clocks, descriptors...).
     assert flagged >= 5
 

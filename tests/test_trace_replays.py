@@ -99,15 +99,16 @@ def test_slices_counters_flows_and_findings_match_the_replay(replays: dict[str, 
         rows = [r for r in run["slices"] if r["policy"] == spec]
         handled = {r["event"] for r in rows if r["name"].startswith("handle:") and r["handled"]}
         assert len(handled) == result["events_handled"]
-        completed = {r["rpc"] for r in rows if r["category"] == "rpc" and r["error"] is not None}
-        assert len(completed) == result["rpcs_completed"]
+        ended = [r for r in rows
+                 if r["category"] == "rpc" and r["unfinished"] is None and r["cut"] is None]
+        completed = {r["rpc"] for r in ended}
+        assert len(completed) == len(ended) == result["rpcs_completed"]
         mine = records[records["policy"] == p]
         # Times are deltas on the sequence clock: each RPC slice must still span exactly its
         # RPC_START .. RPC_END, to the ns.
         start = mine[mine["kind"] == Kind.RPC_START].set_index("ref")["t_ns"]
         end = mine[mine["kind"] == Kind.RPC_END].set_index("ref")["t_ns"]
-        spans = {(r["rpc"], r["ts"], r["ts"] + r["dur"]) for r in rows
-                 if r["category"] == "rpc" and r["error"] is not None and r["unfinished"] is None}
+        spans = {(r["rpc"], r["ts"], r["ts"] + r["dur"]) for r in ended}
         assert spans == {(rpc, int(start[rpc]), int(end[rpc])) for rpc in completed}
         assert peaks.get(spec, 0) == result["peak_queue_depth"]
         with_handler = mine.loc[mine["kind"] == Kind.HANDLER_BEGIN, "ref"].nunique()

@@ -21,18 +21,24 @@ Size: most packets are a bare slice BEGIN or END, so every byte they share count
   bytes between records) instead of an absolute 5-6 byte time. Track descriptors, written
   in the middle of a record, carry their absolute time on BOOTTIME instead, so they leave
   the sequence clock alone.
-- Track uuids come from one counter per file, shared by all policies (0 is the root
-  track): unique across the trace, deterministic, and a 1-2 byte varint instead of a
-  policy-prefixed 6-byte one.
-- Flow ids are ``fixed64`` whatever their value, so they keep a roomy layout: policy in
-  the high bits, then the subject id, then one bit for the space (event or RPC), distinct
-  across policies and spaces for up to 2**40 subjects per policy.
-- Categories, annotation names and the VM names are interned in the first packet of the
-  policy's sequence; slice names, paths and finding kinds when first used.
-- Annotations carry what the trace cannot show otherwise (ids, VM, queue time, outcome);
-  what is derivable is left out: the event class follows from the event name, the stage
-  is only written (on the END) for a deferred stage, ``handled`` holds the path that
-  handled the event, and slices on per-VM tracks carry no category (the track says it).
+- Track uuids come from counters per file, shared by all policies (0 is the root track):
+  unique across the trace, deterministic, and a 1-2 byte varint instead of a
+  policy-prefixed 6-byte one. Thread tracks and the counters of queues shared by all VMs
+  (the busiest tracks) take the one-byte uuids 1-127 while they last.
+- Flow ids come from one counter per file too, written as varints in ``flow_ids_old`` and
+  ``terminating_flow_ids_old``: 2-3 bytes where the ``fixed64`` fields take 8. Those fields
+  were superseded because hashed ids are long as varints; ours are small. The trace
+  processor reads both.
+- Categories and annotation names are interned in the first packet of the policy's
+  sequence; slice names, VM names, paths and finding kinds when first used.
+- Annotations carry what the trace cannot show otherwise (ids, outcome); what is
+  derivable is left out. An arrival instant carries no id: its flow leads to the slice
+  that does. Handler and RPC slices carry no VM and no queue time: their incoming flow
+  starts at the arrival instant, on the VM's arrivals track, at the arrival time. The
+  event class follows from the event name, the stage is only written (on the END) for a
+  deferred stage, ``handled`` holds the path that handled the event, ``error`` is only
+  written for an RPC that failed, and slices on per-VM tracks carry no category (the track
+  says it).
 
 Tracks are described where their first slice begins (an END on a track that never had
 one is dropped with nothing to describe), so a record's descriptors always come before a
@@ -47,7 +53,7 @@ well nested by construction whatever the record order.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable
 from types import TracebackType
 from typing import BinaryIO
 
@@ -68,13 +74,12 @@ _PID_BASE = 10000
 #: Thread ids: (policy + 1) * _TID_STRIDE + index + 1, unique across the trace, never a pid.
 _TID_STRIDE = 10_000_000
 _INT32_MAX = 2**31 - 1
-_FLOW_ID_BITS = 40
-_FLOW_EVENT = 0
-_FLOW_RPC = 1
+#: Track uuids below this are one-byte varints (kept for the busiest tracks).
+_BUSY_UUIDS = 128
 
 #: Interned in the first packet of every sequence: iid = position + 1.
 _CATEGORIES = ("lock", "job", "event", "rpc", "sync", "finding")
-_ARG_NAMES = ("event", "rpc", "vm", "queue_ns", "error", "handled", "stage", "dropped",
+_ARG_NAMES = ("event", "rpc", "vm", "error", "handled", "stage", "dropped",
               "unfinished", "cut", "resumed", "timed_out", "timeout_ns", "woken_by_event",
               "kind", "detail", "vms", "threads")
 
@@ -166,22 +171,16 @@ _CAT_LOCK, _CAT_JOB, _CAT_EVENT, _CAT_RPC, _CAT_SYNC, _CAT_FINDING = (
     _cat(c) for c in _CATEGORIES)
 _EVENT_PFX = _uint_prefixes("event")
 _RPC_PFX = _uint_prefixes("rpc")
-_QUEUE_NS_PFX = _uint_prefixes("queue_ns")
-_ERROR = b"\x22\x04\x08" + _arg_iid("error") + b"\x10\x01"
-_NO_ERROR = b"\x22\x04\x08" + _arg_iid("error") + b"\x10\x00"
+_ERROR = _arg_bool("error")
 _DROPPED = _arg_bool("dropped")
 _UNFINISHED = _arg_bool("unfinished")
 _CUT = _arg_bool("cut")
 _RESUMED = _arg_bool("resumed")
 _TIMED_OUT = _arg_bool("timed_out")
 _FLAG = b"\x68\x02"
-_FLOW_OUT = b"\xf9\x02"
-_FLOW_IN = b"\x81\x03"
-
-
-def flow_id(policy: int, space: int, subject: int) -> int:
-    """Flow id of an event (space 0) or an RPC (space 1), unique across the whole trace."""
-    return ((policy + 1) << (_FLOW_ID_BITS + 1)) | (subject << 1) | space
+#: Field tags of ``flow_ids_old`` (36) and ``terminating_flow_ids_old`` (42): varint ids.
+_FLOW_OUT = b"\xa0\x02"
+_FLOW_IN = b"\xd0\x02"
 
 
 class _Interner:
@@ -238,7 +237,9 @@ class TraceWriter:
     def __init__(self, path: str) -> None:
         self._file: BinaryIO = open(path, "wb")  # noqa: SIM115 - closed by close()
         self._policies = 0
-        self._next_uuid = 1
+        self._next_busy_uuid = 1
+        self._next_uuid = _BUSY_UUIDS
+        self._flows = 0
         root = pb.TracePacket()
         root.timestamp = 0
         root.trusted_packet_sequence_id = _ROOT_SEQUENCE
@@ -253,11 +254,21 @@ class TraceWriter:
         self._policies += 1
         return PolicyTrace(self, policy, timeline)
 
-    def new_uuid(self) -> int:
-        """The next track uuid: one counter for the whole file keeps uuids short and unique."""
+    def new_uuid(self, busy: bool = False) -> int:
+        """The next track uuid: counters for the whole file keep uuids short and unique.
+
+        ``busy`` tracks (threads) get the one-byte uuids while they last."""
+        if busy and self._next_busy_uuid < _BUSY_UUIDS:
+            self._next_busy_uuid += 1
+            return self._next_busy_uuid - 1
         uuid = self._next_uuid
         self._next_uuid += 1
         return uuid
+
+    def new_flow(self) -> bytes:
+        """The next flow id, encoded: one counter for the whole file, as for uuids."""
+        self._flows += 1
+        return _uvarint(self._flows)
 
     def write(self, data: bytes) -> None:
         self._file.write(data)
@@ -318,8 +329,6 @@ class PolicyTrace:
         self._strings = _Interner(29, self._pending)
         self._now = 0
         self._ended = False
-        self._event_flow = flow_id(policy, _FLOW_EVENT, 0)
-        self._rpc_flow = flow_id(policy, _FLOW_RPC, 0)
         self._process_uuid = writer.new_uuid()
         self._threads: list[_Track] = []
         self._thread_names: list[str] = []
@@ -336,17 +345,17 @@ class PolicyTrace:
         self._slice_tracks: list[_Track] = []
         #: ``handled`` annotations per path index.
         self._handled: dict[int, bytes] = {}
-        #: Events and RPCs that arrived and whose flow is not terminated yet (in flight).
-        self._open_event_flows: set[int] = set()
-        self._open_rpc_flows: set[int] = set()
+        #: Events and RPCs that arrived and whose flow is not terminated yet (in flight):
+        #: id → the encoded flow id.
+        self._open_event_flows: dict[int, bytes] = {}
+        self._open_rpc_flows: dict[int, bytes] = {}
         #: Events dropped by the handler that still runs (its slice ends marked dropped).
         self._dropped_in_handler: set[int] = set()
         #: Events whose EVENT_DONE came just before their last HANDLER_END: event id → path.
         self._done_path: dict[int, int] = {}
         self._describe_process()
-        # Indexed by VM; the extra last entry makes index -1 (no VM) give no annotation.
-        self._vm_args = [_arg_str_iid("vm", self._strings.ids[vm]) for vm in timeline.vms]
-        self._vm_args.append(b"")
+        #: ``vm`` annotations by VM, interned on first use; index -1 (no VM) gives none.
+        self._vm_args: list[bytes | None] = [None] * len(timeline.vms) + [b""]
         self._findings = self._instant_track(0, -1, "findings", 1 << 30)
         self._describe_new_rows(0)
         self._handlers = self._dispatch_table()
@@ -381,11 +390,6 @@ class PolicyTrace:
             interned.event_categories.add(iid=iid, name=name)
         for iid, name in enumerate(_ARG_NAMES, 1):
             interned.debug_annotation_names.add(iid=iid, name=name)
-        strings = self._strings.ids
-        for vm in self._tl.vms:
-            if vm not in strings:
-                strings[vm] = len(strings) + 1
-                interned.debug_annotation_string_values.add(iid=strings[vm], str=vm.encode())
         packet.sequence_flags = _SEQ_NEEDS_INCREMENTAL_STATE
         desc = packet.track_descriptor
         desc.uuid = self._process_uuid
@@ -395,9 +399,9 @@ class PolicyTrace:
         desc.child_ordering = pb.TrackDescriptor.EXPLICIT
         self._append(_frame(packet.SerializeToString()))
 
-    def _custom_track(self, name: str, rank: int) -> pb.TrackDescriptor:
+    def _custom_track(self, name: str, rank: int, busy: bool = False) -> pb.TrackDescriptor:
         return pb.TrackDescriptor(
-            uuid=self._writer.new_uuid(), parent_uuid=self._process_uuid, name=name,
+            uuid=self._writer.new_uuid(busy), parent_uuid=self._process_uuid, name=name,
             sibling_order_rank=rank,
         )
 
@@ -408,7 +412,8 @@ class PolicyTrace:
             tid = (self._policy + 1) * _TID_STRIDE + index + 1
             if index + 1 >= _TID_STRIDE or tid > _INT32_MAX:
                 raise ValueError("too many threads or policies for unique thread ids")
-            desc = pb.TrackDescriptor(uuid=self._writer.new_uuid(), sibling_order_rank=index)
+            desc = pb.TrackDescriptor(uuid=self._writer.new_uuid(busy=True),
+                                      sibling_order_rank=index)
             desc.thread.pid = self._pid
             desc.thread.tid = tid
             desc.thread.thread_name = threads[index].name
@@ -423,7 +428,9 @@ class PolicyTrace:
                 ("depth", pb.CounterDescriptor.UNIT_COUNT, self._depth_rests),
                 ("bytes", pb.CounterDescriptor.UNIT_SIZE_BYTES, self._bytes_rests),
             ):
-                desc = self._custom_track(f"{queues[index].name} {suffix}", 1 << 29)
+                # A queue of every VM's items is as busy as a thread.
+                desc = self._custom_track(f"{queues[index].name} {suffix}", 1 << 29,
+                                          busy=queues[index].vm < 0)
                 desc.counter.unit = unit
                 self._descriptor(ts, desc)
                 body = b"\x48\x04\x58" + _uvarint(desc.uuid) + b"\xf0\x01"
@@ -462,13 +469,13 @@ class PolicyTrace:
             self._append(_FRAMES[len(packet)] + packet)
 
     def _begin_ending_flow(self, head: bytes, track: _Track, key: Hashable, body: bytes,
-                           subject: int, flows: set[int], flow_base: int) -> None:
+                           subject: int, flows: dict[int, bytes]) -> None:
         """Open a slice; if the subject's arrival flow is still open, this slice ends it."""
         track.keys.append(key)
         track.bodies.append(body)
-        if subject in flows:
-            flows.discard(subject)
-            body += _FLOW_IN + (flow_base | subject << 1).to_bytes(8, "little")
+        flow = flows.pop(subject, None)
+        if flow is not None:
+            body += _FLOW_IN + flow
         self._emit_flagged(head, body)
 
     def _emit(self, head: bytes, body: bytes, interned: bool) -> None:
@@ -492,6 +499,12 @@ class PolicyTrace:
     def _new_tail(self, track: _Track, key: Hashable, kind: int, name: str) -> bytes:
         tail = track.tails[key] = self._tail(track, kind, name)
         return tail
+
+    def _vm_arg(self, vm: int) -> bytes:
+        arg = self._vm_args[vm]
+        if arg is None:
+            arg = self._vm_args[vm] = self._string("vm", self._tl.vms[vm])
+        return arg
 
     def _string(self, name: str, value: str) -> bytes:
         """A string annotation with an interned value (paths and kinds recur)."""
@@ -628,7 +641,7 @@ class PolicyTrace:
     def _lock_wait(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
                    value: int) -> None:
         self._begin(head, self._threads[thread], "lock.wait", _CAT_LOCK, "lock.wait",
-                    self._vm_args[vm])
+                    self._vm_arg(vm))
 
     def _lock_acquire(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
                       value: int) -> None:
@@ -647,7 +660,7 @@ class PolicyTrace:
     def _job_wait(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
                   value: int) -> None:
         self._begin(head, self._threads[thread], "job.wait", _CAT_JOB, "job.wait",
-                    self._vm_args[vm])
+                    self._vm_arg(vm))
 
     def _job_begin(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
                    value: int) -> None:
@@ -676,9 +689,8 @@ class PolicyTrace:
         if tail is None:
             tail = track.handler_tails[name] = self._tail(track, _SLICE_BEGIN, "handle:" + name)
         encoded = _SMALL[ref] if ref < 0x4000 else _uvarint(ref)
-        body = _CAT_EVENT + _EVENT_PFX[len(encoded)] + encoded + self._vm_args[vm] + tail
-        self._begin_ending_flow(head, track, ref << 1, body, ref, self._open_event_flows,
-                                self._event_flow)
+        body = _CAT_EVENT + _EVENT_PFX[len(encoded)] + encoded + tail
+        self._begin_ending_flow(head, track, ref << 1, body, ref, self._open_event_flows)
 
     def _handler_end(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
                      value: int) -> None:
@@ -721,24 +733,22 @@ class PolicyTrace:
 
     def _event_arrive(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
                       value: int) -> None:
-        self._open_event_flows.add(ref)
         self._arrival(ts, head, vm, ref, self._tl.events.name(ref), self._arrivals, "arrivals",
-                      (vm + 1) * 8 + 4, _EVENT_PFX, self._event_flow)
+                      (vm + 1) * 8 + 4, self._open_event_flows)
 
     def _arrival(self, ts: int, head: bytes, vm: int, ref: int, name: str,
                  tracks: list[_Track | None], what: str, rank: int,
-                 prefixes: Sequence[bytes], flow_base: int) -> None:
-        """An ``arrive:<name>`` instant that starts the flow to the subject's first slice."""
+                 flows: dict[int, bytes]) -> None:
+        """An ``arrive:<name>`` instant that starts the flow to the subject's first slice
+        (which carries the subject's id)."""
         track = tracks[vm] or self._instant_track(ts, vm, what, rank, tracks)
         tail = track.tails.get(name) or self._new_tail(track, name, _INSTANT, "arrive:" + name)
-        encoded = _SMALL[ref] if ref < 0x4000 else _uvarint(ref)
-        body = (prefixes[len(encoded)] + encoded + tail + _FLOW_OUT
-                + (flow_base | ref << 1).to_bytes(8, "little"))
-        self._emit_flagged(head, body)
+        flow = flows[ref] = self._writer.new_flow()
+        self._emit_flagged(head, tail + _FLOW_OUT + flow)
 
     def _event_dropped(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
                        value: int) -> None:
-        self._open_event_flows.discard(ref)
+        self._open_event_flows.pop(ref, None)
         if thread >= 0:
             self._dropped_in_handler.add(ref)
 
@@ -771,9 +781,8 @@ class PolicyTrace:
 
     def _rpc_arrive(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
                     value: int) -> None:
-        self._open_rpc_flows.add(ref)
         self._arrival(ts, head, vm, ref, self._tl.rpcs.api(ref), self._rpc_arrivals,
-                      "rpc arrivals", (vm + 1) * 8 + 5, _RPC_PFX, self._rpc_flow)
+                      "rpc arrivals", (vm + 1) * 8 + 5, self._open_rpc_flows)
 
     def _rpc_start(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
                    value: int) -> None:
@@ -781,28 +790,12 @@ class PolicyTrace:
         api = self._tl.rpcs.api(ref)
         tail = track.tails.get(api) or self._new_tail(track, api, _SLICE_BEGIN, api)
         encoded = _SMALL[ref] if ref < 0x4000 else _uvarint(ref)
-        queued = _SMALL[value] if 0 <= value < 0x4000 else _uvarint(value)
-        body = (_CAT_RPC + _RPC_PFX[len(encoded)] + encoded + self._vm_args[vm]
-                + _QUEUE_NS_PFX[len(queued)] + queued + tail)
-        self._begin_ending_flow(head, track, ref << 1 | 1, body, ref, self._open_rpc_flows,
-                                self._rpc_flow)
+        body = _CAT_RPC + _RPC_PFX[len(encoded)] + encoded + tail
+        self._begin_ending_flow(head, track, ref << 1 | 1, body, ref, self._open_rpc_flows)
 
     def _rpc_end(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
                  value: int) -> None:
-        track = self._threads[thread]
-        args = _ERROR if value else _NO_ERROR
-        keys = track.keys
-        key = ref << 1 | 1
-        if not (keys and keys[-1] == key):
-            self._end(head, track, key, args)
-            return
-        keys.pop()
-        track.bodies.pop()
-        rest = track.ends.get(args)
-        if rest is None:
-            rest = track.ends[args] = _field_bytes(b"\x5a", args + track.end_body) + _FLAG
-        packet = head + rest
-        self._append(_FRAMES[len(packet)] + packet)
+        self._end(head, self._threads[thread], ref << 1 | 1, _ERROR if value else b"")
 
     def _cmd_send(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
                   value: int) -> None:
@@ -827,7 +820,7 @@ class PolicyTrace:
     def _sync_wait(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
                    value: int) -> None:
         self._begin(head, self._threads[thread], "sync.wait", _CAT_SYNC, "sync.wait",
-                    _arg_uint("rpc", ref) + self._vm_args[vm] + _arg_uint("timeout_ns", value))
+                    _arg_uint("rpc", ref) + self._vm_arg(vm) + _arg_uint("timeout_ns", value))
 
     def _sync_wake(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
                    value: int) -> None:

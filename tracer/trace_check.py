@@ -335,8 +335,9 @@ class Checker:
                          "interned ids used on a packet without SEQ_NEEDS_INCREMENTAL_STATE")
 
     def _flows(self, event: pb.TrackEvent, track: _Track) -> None:
-        ids = list(event.flow_ids)
-        ends = list(event.terminating_flow_ids)
+        # Varint ids (the superseded ``*_old`` fields) and fixed64 ids share one space.
+        ids = [*event.flow_ids, *event.flow_ids_old]
+        ends = [*event.terminating_flow_ids, *event.terminating_flow_ids_old]
         if not ids and not ends:
             return
         if track.counter:
