@@ -53,6 +53,7 @@ well nested by construction whatever the record order.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Hashable, Iterable
 from types import TracebackType
 from typing import BinaryIO
@@ -104,8 +105,12 @@ _TS_LOW = [b"\x40" + v for v in _CONT]
 #: The incremental clock of every policy's sequence (sequence-scoped ids are 64-127).
 _SEQUENCE_CLOCK = 64
 _BOOTTIME = 6
+#: ``timestamp_clock_id`` (field 58) = BOOTTIME.
+_BOOTTIME_CLOCK = b"\xd0\x03\x06"
 #: ``Trace.packet`` field headers of packets shorter than 2**14 bytes, by length.
 _FRAMES = [b"\x0a" + v for v in _SMALL]
+#: ``TracePacket.track_event`` field headers, likewise.
+_TRACK_EVENT = [b"\x5a" + v for v in _SMALL]
 
 
 def _uvarint(value: int) -> bytes:
@@ -211,14 +216,16 @@ class _Track:
     BEGIN body without flows, so a resumed copy can be written again.
     """
 
-    __slots__ = ("uuid_field", "end_body", "end_rest", "keys", "bodies", "tails",
+    __slots__ = ("uuid_field", "end_body", "end_rest", "end_now", "keys", "bodies", "tails",
                  "handler_tails", "begins", "ends")
 
-    def __init__(self, uuid: int) -> None:
+    def __init__(self, uuid: int, zero: bytes) -> None:
         self.uuid_field = b"\x58" + _uvarint(uuid)
         self.end_body = b"\x48\x02" + self.uuid_field
         #: The ``track_event`` field of a bare END.
         self.end_rest = b"\x5a" + _SMALL[len(self.end_body)] + self.end_body
+        #: A whole bare END at the time of the packet before (``zero`` head): most are.
+        self.end_now = _frame(zero + self.end_rest)
         self.keys: list[Hashable] = []
         self.bodies: list[bytes] = []
         #: type, name_iid and track_uuid, per name (or per event name / API).
@@ -239,7 +246,8 @@ class TraceWriter:
         self._policies = 0
         self._next_busy_uuid = 1
         self._next_uuid = _BUSY_UUIDS
-        self._flows = 0
+        #: Flow ids: one counter for the whole file, as for uuids.
+        self.flow_ids = itertools.count(1)
         root = pb.TracePacket()
         root.timestamp = 0
         root.trusted_packet_sequence_id = _ROOT_SEQUENCE
@@ -265,10 +273,6 @@ class TraceWriter:
         self._next_uuid += 1
         return uuid
 
-    def new_flow(self) -> bytes:
-        """The next flow id, encoded: one counter for the whole file, as for uuids."""
-        self._flows += 1
-        return _uvarint(self._flows)
 
     def write(self, data: bytes) -> None:
         self._file.write(data)
@@ -323,6 +327,7 @@ class PolicyTrace:
         self._clock = 0
         self._out: list[bytes] = []
         self._append = self._out.append
+        self._extend = self._out.extend
         #: Interned entries not written yet: (InternedData field number, bytes).
         self._pending: list[tuple[int, bytes]] = []
         self._names = _Interner(2, self._pending)
@@ -349,6 +354,7 @@ class PolicyTrace:
         #: id → the encoded flow id.
         self._open_event_flows: dict[int, bytes] = {}
         self._open_rpc_flows: dict[int, bytes] = {}
+        self._flow_ids = writer.flow_ids
         #: Events dropped by the handler that still runs (its slice ends marked dropped).
         self._dropped_in_handler: set[int] = set()
         #: Events whose EVENT_DONE came just before their last HANDLER_END: event id → path.
@@ -364,12 +370,10 @@ class PolicyTrace:
     # -- descriptors -------------------------------------------------------------------
 
     def _descriptor(self, ts: int, fill: pb.TrackDescriptor) -> None:
-        packet = pb.TracePacket()
-        packet.timestamp = ts
-        packet.timestamp_clock_id = _BOOTTIME
-        packet.trusted_packet_sequence_id = self._policy + 2
-        packet.track_descriptor.CopyFrom(fill)
-        self._append(_frame(packet.SerializeToString()))
+        """A descriptor packet at ``ts`` on BOOTTIME (fields in field-number order: 8
+        timestamp, 10 sequence id, 58 clock id, 60 the descriptor)."""
+        self._append(_frame(b"\x40" + _uvarint(ts) + self._seq_field + _BOOTTIME_CLOCK
+                            + _field_bytes(b"\xe2\x03", fill.SerializeToString())))
 
     def _describe_process(self) -> None:
         """The sequence's first packets: its clock, then its defaults, interned strings and
@@ -418,7 +422,7 @@ class PolicyTrace:
             desc.thread.tid = tid
             desc.thread.thread_name = threads[index].name
             self._descriptor(ts, desc)
-            track = _Track(desc.uuid)
+            track = _Track(desc.uuid, self._zero)
             self._threads.append(track)
             self._thread_names.append(threads[index].name)
             self._slice_tracks.append(track)
@@ -452,7 +456,7 @@ class PolicyTrace:
         """Describe a track; instant-only ones have no slices to close at the end."""
         desc = self._custom_track(self._vm_name(vm, what), rank)
         self._descriptor(ts, desc)
-        track = _Track(desc.uuid)
+        track = _Track(desc.uuid, self._zero)
         if tracks is not None:
             tracks[vm] = track
         return track
@@ -465,8 +469,8 @@ class PolicyTrace:
         if self._pending:
             self._emit(head, body, True)
         else:
-            packet = head + b"\x5a" + _SMALL[len(body)] + body + _FLAG
-            self._append(_FRAMES[len(packet)] + packet)
+            te = _TRACK_EVENT[len(body)]
+            self._extend((_FRAMES[len(head) + len(te) + len(body) + 2], head, te, body, _FLAG))
 
     def _begin_ending_flow(self, head: bytes, track: _Track, key: Hashable, body: bytes,
                            subject: int, flows: dict[int, bytes]) -> None:
@@ -526,13 +530,17 @@ class PolicyTrace:
         track.keys.append(key)
         if entry is None:
             body = self._tail(track, _SLICE_BEGIN, name)
-            track.begins[name] = (body, _field_bytes(b"\x5a", body) + _FLAG)
+            rest = _field_bytes(b"\x5a", body) + _FLAG
+            track.begins[name] = (body, rest, _frame(self._zero + rest))
             track.bodies.append(body)
             self._emit(head, body, True)
-            return
-        track.bodies.append(entry[0])
-        packet = head + entry[1]
-        self._append(_FRAMES[len(packet)] + packet)
+        else:
+            track.bodies.append(entry[0])
+            if head is self._zero:
+                self._append(entry[2])
+            else:
+                rest = entry[1]
+                self._extend((_FRAMES[len(head) + len(rest)], head, rest))
 
     def _end(self, head: bytes, track: _Track, key: Hashable, args: bytes = b"") -> None:
         """Close the slice opened with ``key``; slices opened after it are cut and resumed."""
@@ -565,11 +573,20 @@ class PolicyTrace:
             self._emit(head, body, True)
 
     def _close(self, head: bytes, track: _Track, args: bytes) -> None:
-        if args:
+        """Write the END of the slice on top of ``track`` (already taken off its stack)."""
+        if not args:
+            if head is self._zero:
+                self._append(track.end_now)
+            else:
+                rest = track.end_rest
+                self._extend((_FRAMES[len(head) + len(rest)], head, rest))
+        elif self._pending:
             self._emit(head, args + track.end_body, True)
         else:
-            packet = head + track.end_rest
-            self._append(_FRAMES[len(packet)] + packet)
+            rest = track.ends.get(args)
+            if rest is None:
+                rest = track.ends[args] = _field_bytes(b"\x5a", args + track.end_body) + _FLAG
+            self._extend((_FRAMES[len(head) + len(rest)], head, rest))
 
     def _close_all(self, head: bytes) -> None:
         for track in self._slice_tracks:
@@ -704,24 +721,7 @@ class PolicyTrace:
         if ref in self._dropped_in_handler:
             self._dropped_in_handler.discard(ref)
             args += _DROPPED
-        keys = track.keys
-        key = ref << 1
-        if not (keys and keys[-1] == key):
-            self._end(head, track, key, args)
-            return
-        keys.pop()
-        track.bodies.pop()
-        if not args:
-            packet = head + track.end_rest
-        elif self._pending:
-            self._emit(head, args + track.end_body, True)
-            return
-        else:
-            rest = track.ends.get(args)
-            if rest is None:
-                rest = track.ends[args] = _field_bytes(b"\x5a", args + track.end_body) + _FLAG
-            packet = head + rest
-        self._append(_FRAMES[len(packet)] + packet)
+        self._end(head, track, ref << 1, args)
 
     def _handled_arg(self, path: int) -> bytes:
         arg = self._handled[path] = self._string("handled", self._tl.paths[path])
@@ -743,7 +743,7 @@ class PolicyTrace:
         (which carries the subject's id)."""
         track = tracks[vm] or self._instant_track(ts, vm, what, rank, tracks)
         tail = track.tails.get(name) or self._new_tail(track, name, _INSTANT, "arrive:" + name)
-        flow = flows[ref] = self._writer.new_flow()
+        flow = flows[ref] = _uvarint(next(self._flow_ids))
         self._emit_flagged(head, tail + _FLOW_OUT + flow)
 
     def _event_dropped(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
@@ -759,14 +759,14 @@ class PolicyTrace:
     def _queue_depth(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
                      value: int) -> None:
         encoded = _SMALL[value] if 0 <= value < 0x4000 else _uvarint(value)
-        packet = head + self._depth_rests[ref][len(encoded)] + encoded
-        self._append(_FRAMES[len(packet)] + packet)
+        rest = self._depth_rests[ref][len(encoded)]
+        self._extend((_FRAMES[len(head) + len(rest) + len(encoded)], head, rest, encoded))
 
     def _queue_bytes(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
                      value: int) -> None:
         encoded = _SMALL[value] if 0 <= value < 0x4000 else _uvarint(value)
-        packet = head + self._bytes_rests[ref][len(encoded)] + encoded
-        self._append(_FRAMES[len(packet)] + packet)
+        rest = self._bytes_rests[ref][len(encoded)]
+        self._extend((_FRAMES[len(head) + len(rest) + len(encoded)], head, rest, encoded))
 
     def _read_paused(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
                      value: int) -> None:
@@ -808,14 +808,7 @@ class PolicyTrace:
         track = self._monitor[vm]
         if track is None:
             return
-        keys = track.keys
-        if not value and keys and keys[-1] == ref:
-            keys.pop()
-            track.bodies.pop()
-            packet = head + track.end_rest
-            self._append(_FRAMES[len(packet)] + packet)
-        else:
-            self._end(head, track, ref, _ERROR if value else b"")
+        self._end(head, track, ref, _ERROR if value else b"")
 
     def _sync_wait(self, ts: int, head: bytes, thread: int, vm: int, ref: int,
                    value: int) -> None:
