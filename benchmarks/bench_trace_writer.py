@@ -6,29 +6,32 @@ writer is timed from those records to file bytes (only encoding and writing); th
 baseline builds each of the writer's packets as a ``TracePacket`` from a precomputed
 field list and writes it with ``StreamingTraceProtoBuilder`` (the outputs are checked
 byte for byte before timing). Reports TrackEvents/s of both, their ratio and bytes per
-TrackEvent.
+TrackEvent. Where the installed writer is compiled (mypyc, see ``setup.py``), its Python
+source is timed too, run as plain Python.
 
     python benchmarks/bench_trace_writer.py --fast
 """
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pyperf
 from perfetto.protos.perfetto.trace import perfetto_trace_pb2 as pb
 from perfetto.trace_builder.proto_builder import StreamingTraceProtoBuilder
 
+import tracer.perfetto
 from replay.policy import parse_spec
 from replay.profile import load_profile
 from replay.run import Consumer, run
 from replay.scenarios import SCENARIOS
-from tracer.perfetto import TraceWriter
 from tracer.timeline import Timeline, rows
 
 #: A run's records as runs hand them out: flat, six ints per record.
@@ -62,8 +65,19 @@ def fleet_replay() -> list[tuple[Timeline, Records]]:
     return runs
 
 
-def write_with_writer(path: str, runs: list[tuple[Timeline, Records]]) -> None:
-    with TraceWriter(path) as writer:
+def source_writer() -> ModuleType:
+    """``tracer/perfetto.py`` run as plain Python, even where a compiled build is installed."""
+    spec = importlib.util.spec_from_file_location(
+        "perfetto_source", Path(tracer.perfetto.__file__).with_name("perfetto.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_with_writer(path: str, runs: list[tuple[Timeline, Records]],
+                      module: ModuleType = tracer.perfetto) -> None:
+    with module.TraceWriter(path) as writer:
         for timeline, records in runs:
             policy = writer.begin_policy(timeline)
             for start in range(0, len(records), CHUNK):
@@ -137,11 +151,13 @@ def main() -> None:
         raise SystemExit("the baseline does not write the same packets")
     events = sum(1 for s in specs if s[0] == "event")
 
-    def time_writer(loops: int) -> float:
-        start = time.perf_counter()
-        for _ in range(loops):
-            write_with_writer(str(workdir / "w.pftrace"), runs)
-        return time.perf_counter() - start
+    def time_writer(module: ModuleType) -> Callable[[int], float]:
+        def bench(loops: int) -> float:
+            start = time.perf_counter()
+            for _ in range(loops):
+                write_with_writer(str(workdir / "w.pftrace"), runs, module)
+            return time.perf_counter() - start
+        return bench
 
     def time_builder(loops: int) -> float:
         start = time.perf_counter()
@@ -150,13 +166,20 @@ def main() -> None:
                 write_with_builder(stream, specs)
         return time.perf_counter() - start
 
-    writer = runner.bench_time_func("trace writer (records -> file)", time_writer)
+    compiled = not tracer.perfetto.__file__.endswith(".py")
+    label = "compiled with mypyc" if compiled else "plain Python"
+    writer = runner.bench_time_func(f"trace writer, {label} (records -> file)",
+                                    time_writer(tracer.perfetto))
+    source = (runner.bench_time_func("trace writer, its source as plain Python",
+                                      time_writer(source_writer())) if compiled else None)
     builder = runner.bench_time_func("StreamingTraceProtoBuilder (same packets)", time_builder)
     if writer is not None and builder is not None:
         w, b = writer.median(), builder.median()
         print(f"TrackEvents: {events:,}; file: {len(data):,} bytes = "
               f"{len(data) / events:.2f} bytes/event")
-        print(f"writer:  {events / w:,.0f} TrackEvents/s")
+        print(f"writer ({label}): {events / w:,.0f} TrackEvents/s")
+        if source is not None:
+            print(f"writer (plain Python): {events / source.median():,.0f} TrackEvents/s")
         print(f"builder: {events / b:,.0f} TrackEvents/s")
         print(f"ratio writer/builder: {b / w:.2f}x")
 

@@ -232,8 +232,9 @@ class _Track:
         self.tails: dict[Hashable, bytes] = {}
         #: The same for handler slices, per event name (the slice name has a prefix).
         self.handler_tails: dict[str, bytes] = {}
-        #: Bodies and ``track_event`` + flags fields of argument-less BEGINs, per name.
-        self.begins: dict[Hashable, tuple[bytes, bytes]] = {}
+        #: Argument-less BEGINs per name: body, ``track_event`` + flags fields, and the
+        #: whole packet at the time of the packet before.
+        self.begins: dict[Hashable, tuple[bytes, bytes, bytes]] = {}
         #: ``track_event`` + flags fields of ENDs, per annotation bytes.
         self.ends: dict[bytes, bytes] = {}
 
@@ -583,10 +584,10 @@ class PolicyTrace:
         elif self._pending:
             self._emit(head, args + track.end_body, True)
         else:
-            rest = track.ends.get(args)
-            if rest is None:
-                rest = track.ends[args] = _field_bytes(b"\x5a", args + track.end_body) + _FLAG
-            self._extend((_FRAMES[len(head) + len(rest)], head, rest))
+            cached = track.ends.get(args)
+            if cached is None:
+                cached = track.ends[args] = _field_bytes(b"\x5a", args + track.end_body) + _FLAG
+            self._extend((_FRAMES[len(head) + len(cached)], head, cached))
 
     def _close_all(self, head: bytes) -> None:
         for track in self._slice_tracks:
