@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pyperf
 
+import replay.engine
 from analysis.collector import Collector
 from replay.policy import parse_spec
 from replay.profile import load_profile
@@ -89,7 +90,9 @@ def main() -> None:
         return  # a worker process: the parent prints the summary
     messages = len(fleet()[1])
     simpy_rate = messages / results["simpy"].mean()
-    print(f"\n{messages} messages; SimPy: {simpy_rate:,.0f} messages/s")
+    compiled = not replay.engine.__file__.endswith(".py")
+    print(f"\n{messages} messages; SimPy: {simpy_rate:,.0f} messages/s; replay modules "
+          f"{'compiled with mypyc' if compiled else 'plain Python'}")
     for name, bench in results.items():
         rate = messages / bench.mean()
         print(f"{name:36} {rate:12,.0f} messages/s  {rate / simpy_rate:6.2f}x SimPy")

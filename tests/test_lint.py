@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TREES = ["tracer", "replay", "analysis", "benchmarks", "tests"]
+TREES = ["tracer", "replay", "analysis", "benchmarks", "tests", "setup.py"]
 
 
 @pytest.mark.parametrize("tool", ["ruff", "mypy"])
