@@ -49,7 +49,7 @@ class DomainCondition:
         """Sleep until an event named in ``names`` arrives; return its id, or -1 on timeout
         (or when the VM was destroyed: ``th.error`` then says so)."""
         engine = self.engine
-        engine.emit((engine.now, SYNC_WAIT, th.tid, self.vm, rpc, timeout))
+        engine.record(engine.now, SYNC_WAIT, th.tid, self.vm, rpc, timeout)
         entry = SyncWaiter(th, names)
         self.waiters.append(entry)
         th.blocked = ("sync", (self, names))
@@ -59,7 +59,7 @@ class DomainCondition:
         yield PARK
         yield self.mutex.lock(th)
         eid = entry.event
-        engine.emit((engine.now, SYNC_WAKE, th.tid, self.vm, rpc, eid))
+        engine.record(engine.now, SYNC_WAKE, th.tid, self.vm, rpc, eid)
         if eid < 0:
             if not th.error:
                 th.error = "timed out waiting for " + " or ".join(sorted(names))

@@ -18,7 +18,6 @@ the heap would have handed it back next anyway, so the order of everything is un
 from __future__ import annotations
 
 import random
-from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from heapq import heappop, heappush
 from itertools import count
@@ -36,19 +35,14 @@ Record = tuple[int, int, int, int, int, int]
 Arrival = tuple[int, Callable[[Any], None], Any]
 
 
-def discard() -> Callable[[Record], None]:
-    """A sink that drops records at C speed (each record whole: no walk over its fields)."""
-    sink: deque[Record] = deque(maxlen=0)
-    return sink.append
-
-
 class Engine:
     """Virtual clock, callback heap, settle list, the run's RNG and its record sink."""
 
-    def __init__(self, seed: int = 0, emit: Callable[[Record], None] | None = None) -> None:
+    def __init__(self, seed: int = 0, sink: Callable[[Record], None] | None = None) -> None:
         self.now = 0
         self.rng = random.Random(seed)
-        self.emit = emit or discard()
+        #: Where timeline records go (None: the run keeps none, and none are built).
+        self.sink = sink
         self._heap: list[tuple[int, int, Callable[[Any], None], Any]] = []
         self._seq = count()
         self._settle: list[Callable[[], None]] = []
@@ -59,6 +53,12 @@ class Engine:
         self.t_next = NEVER
         #: The thread whose step is running (None in callbacks outside any thread).
         self.stepping: Thread | None = None
+
+    def record(self, t: int, kind: int, thread: int, vm: int, ref: int, value: int) -> None:
+        """One timeline record (see ``tracer.timeline``) to the sink, if the run keeps them."""
+        sink = self.sink
+        if sink is not None:
+            sink((t, kind, thread, vm, ref, value))
 
     def at(self, t: int, fn: Callable[[Any], None], arg: Any = None) -> None:
         """Call ``fn(arg)`` at virtual time ``t`` (same-time calls run in call order)."""

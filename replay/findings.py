@@ -63,7 +63,7 @@ class Watch:
         self.findings.append(finding)
         if host.timeline is not None:
             host.timeline.findings.append(finding)
-        host.emit((host.engine.now, FINDING, -1, -1, index, 0))
+        host.engine.record(host.engine.now, FINDING, -1, -1, index, 0)
 
     # -- deadlock -------------------------------------------------------------------------
 

@@ -134,7 +134,6 @@ class Host:
     def __init__(self, engine: Engine, profile: Profile, params: HostParams, vm_names: list[str],
                  timeline: Timeline | None, *, rows: bool = True) -> None:
         self.engine = engine
-        self.emit = engine.emit
         self.profile = profile
         self.params = params
         self.timeline = timeline
@@ -204,8 +203,8 @@ class Host:
         if self.keep_rows:
             self.rpc_rows.add(rpc.vm, rpc.api, rpc.arrival, rpc.costs.priority,
                               tuple([c.name for c in rpc.commands]))
-        self.emit((self.engine.now, RPC_ARRIVE, -1, rpc.vm, rpc.id,
-                   1 if rpc.costs.priority else 0))
+        self.engine.record(self.engine.now, RPC_ARRIVE, -1, rpc.vm, rpc.id,
+                   1 if rpc.costs.priority else 0)
         self.policy.rpc_arrived(rpc)
 
     def arrive_event(self, ev: Event) -> None:
@@ -215,7 +214,7 @@ class Host:
         self.event_count += 1
         if self.keep_rows:
             self._event_row(ev, now)
-        self.emit((now, EVENT_ARRIVE, -1, ev.vm, ev.id, ev.size))
+        self.engine.record(now, EVENT_ARRIVE, -1, ev.vm, ev.id, ev.size)
         vm = self.vms[ev.vm]
         if vm.dead:
             self.drop(ev, DROP_DESTROYED)
@@ -240,7 +239,7 @@ class Host:
             if cmd is not None:
                 self._never_sent(cmd)
             return 0
-        self.emit((now, CMD_SEND, th.tid, vm.index, owner, index))
+        self.engine.record(now, CMD_SEND, th.tid, vm.index, owner, index)
         vm.waiting = th
         vm.waiting_cmd = name
         th.blocked = ("reply", vm)
@@ -307,9 +306,9 @@ class Host:
         generator per message would cost more than the read itself on the hot path).
         """
         if isinstance(msg, Event):
-            self.emit((self.engine.now, MSG_READ, th.tid, vm.index, msg.id, msg.size))
+            self.engine.record(self.engine.now, MSG_READ, th.tid, vm.index, msg.id, msg.size)
             return msg
-        self.emit((self.engine.now, MSG_READ, th.tid, vm.index, -1, msg.size))
+        self.engine.record(self.engine.now, MSG_READ, th.tid, vm.index, -1, msg.size)
         self._deliver(vm, msg)
         return None
 
@@ -320,8 +319,8 @@ class Host:
         vm.waiting = None
         vm.reply_unread = False
         th.failed = reply.error
-        self.emit((self.engine.now, CMD_REPLY, th.tid, vm.index, reply.owner,
-                   1 if reply.error else 0))
+        self.engine.record(self.engine.now, CMD_REPLY, th.tid, vm.index, reply.owner,
+                   1 if reply.error else 0)
         th.wake()
 
     def queued(self, vm: VM) -> None:
@@ -332,14 +331,14 @@ class Host:
     def pause_reading(self, vm: VM) -> None:
         vm.paused = True
         vm.paused_since = self.engine.now
-        self.emit((self.engine.now, READ_PAUSED, -1, vm.index, -1, 0))
+        self.engine.record(self.engine.now, READ_PAUSED, -1, vm.index, -1, 0)
         if vm.waiting is not None:
             self.watch.waiting(vm.waiting)
 
     def resume_reading(self, vm: VM) -> None:
         vm.paused = False
         now = self.engine.now
-        self.emit((now, READ_RESUMED, -1, vm.index, -1, now - vm.paused_since))
+        self.engine.record(now, READ_RESUMED, -1, vm.index, -1, now - vm.paused_since)
         self.policy.inbox_ready(vm)
 
     # -- event handling -------------------------------------------------------------------
@@ -360,7 +359,7 @@ class Host:
         engine = self.engine
         vm = self.vms[ev.vm]
         th.busy_vm = ev.vm
-        self.emit((engine.now, HANDLER_BEGIN, th.tid, ev.vm, ev.id, 0))
+        self.engine.record(engine.now, HANDLER_BEGIN, th.tid, ev.vm, ev.id, 0)
         yield vm.mutex.lock(th)
         if ev.cls == CONDITIONAL and vm.cond.signal(ev.name, ev.id):
             cost = self.profile.wake_waiter
@@ -373,7 +372,7 @@ class Host:
         vm.mutex.unlock(th)
         if finished:
             self.done(ev, path)
-        self.emit((engine.now, HANDLER_END, th.tid, ev.vm, ev.id, 0))
+        self.engine.record(engine.now, HANDLER_END, th.tid, ev.vm, ev.id, 0)
         if not finished and defer is not None:
             defer(ev)
 
@@ -384,20 +383,20 @@ class Host:
         stage = 0 if ev.cls == DEFERRED else 1
         th.busy_vm = ev.vm
         owner = -ev.id - 1
-        self.emit((engine.now, HANDLER_BEGIN, th.tid, ev.vm, ev.id, stage))
+        self.engine.record(engine.now, HANDLER_BEGIN, th.tid, ev.vm, ev.id, stage)
         yield vm.mutex.lock(th)
         api = "event:" + ev.name
         ok = vm.job.take(th, owner, api) or (yield from vm.job.begin(th, owner, api))
         if not ok:
             vm.mutex.unlock(th)
             self.drop(ev, DROP_JOB_TIMEOUT, th)
-            self.emit((engine.now, HANDLER_END, th.tid, ev.vm, ev.id, stage))
+            self.engine.record(engine.now, HANDLER_END, th.tid, ev.vm, ev.id, stage)
             return
         yield from self._deferred_work(th, vm, ev, owner)
         vm.job.end(th)
         vm.mutex.unlock(th)
         self.done(ev, path)
-        self.emit((engine.now, HANDLER_END, th.tid, ev.vm, ev.id, stage))
+        self.engine.record(engine.now, HANDLER_END, th.tid, ev.vm, ev.id, stage)
 
     def _deferred_work(self, th: Thread, vm: VM, ev: Event, owner: int) -> Body:
         """The deferred handler's work, job and mutex held: CPU, then the QMP it sends."""
@@ -416,7 +415,7 @@ class Host:
         draining its VM's queue before it ends its job)."""
         engine = self.engine
         vm = self.vms[ev.vm]
-        self.emit((engine.now, HANDLER_BEGIN, th.tid, ev.vm, ev.id, 0))
+        self.engine.record(engine.now, HANDLER_BEGIN, th.tid, ev.vm, ev.id, 0)
         if ev.cls == CONDITIONAL and vm.cond.signal(ev.name, ev.id):
             cost = self.profile.wake_waiter
             if cost:
@@ -429,7 +428,7 @@ class Host:
             if ev.cls != INLINE:
                 yield from self._deferred_work(th, vm, ev, th.owner)
         self.done(ev, path)
-        self.emit((engine.now, HANDLER_END, th.tid, ev.vm, ev.id, 0))
+        self.engine.record(engine.now, HANDLER_END, th.tid, ev.vm, ev.id, 0)
 
     def done(self, ev: Event, path: str) -> None:
         ev.done = True
@@ -437,12 +436,13 @@ class Host:
         if pid is None:
             pid = self._new_path(path)
         self.path_counts[pid] += 1
-        self.emit((self.engine.now, EVENT_DONE, -1, ev.vm, ev.id, pid))
+        self.engine.record(self.engine.now, EVENT_DONE, -1, ev.vm, ev.id, pid)
         self._forget(ev)
 
     def drop(self, ev: Event, reason: int, th: Thread | None = None) -> None:
         ev.done = True
-        self.emit((self.engine.now, EVENT_DROPPED, th.tid if th else -1, ev.vm, ev.id, reason))
+        self.engine.record(self.engine.now, EVENT_DROPPED, th.tid if th else -1, ev.vm, ev.id,
+                           reason)
         self._forget(ev)
 
     def _forget(self, ev: Event) -> None:
@@ -461,7 +461,7 @@ class Host:
         th.busy_vm = rpc.vm
         th.error = ""
         self.rpcs_running[rpc.id] = rpc
-        self.emit((engine.now, RPC_START, th.tid, rpc.vm, rpc.id, engine.now - rpc.arrival))
+        self.engine.record(engine.now, RPC_START, th.tid, rpc.vm, rpc.id, engine.now - rpc.arrival)
         if costs.pre:
             yield costs.pre
         yield vm.mutex.lock(th)
@@ -521,7 +521,7 @@ class Host:
 
     def _end_rpc(self, th: Thread, rpc: Rpc, error: bool) -> None:
         del self.rpcs_running[rpc.id]
-        self.emit((self.engine.now, RPC_END, th.tid, rpc.vm, rpc.id, 1 if error else 0))
+        self.engine.record(self.engine.now, RPC_END, th.tid, rpc.vm, rpc.id, 1 if error else 0)
         th.busy_vm = -1
 
     def kill_qemu(self, vm: VM) -> None:
@@ -541,6 +541,6 @@ class Host:
             vm.reply_unread = False
             waiter.failed = True
             waiter.error = EOF_ERROR
-            self.emit((self.engine.now, CMD_REPLY, waiter.tid, vm.index, waiter.owner, 1))
+            self.engine.record(self.engine.now, CMD_REPLY, waiter.tid, vm.index, waiter.owner, 1)
             waiter.wake()
         vm.cond.abort(EOF_ERROR)

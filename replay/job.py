@@ -86,7 +86,7 @@ class Job:
         th.deadline = now + self.timeout
         th.overtakes = 0
         self.requesters.append(th)
-        engine.emit((now, JOB_WAIT, th.tid, self.vm, owner, 0))
+        engine.record(now, JOB_WAIT, th.tid, self.vm, owner, 0)
         while True:
             self.waiters.append(th)
             th.blocked = ("job", self)
@@ -104,7 +104,7 @@ class Job:
                 return True
         self.requesters.remove(th)
         th.error = timeout_message(self.api)
-        engine.emit((engine.now, JOB_TIMEOUT, th.tid, self.vm, owner, engine.now - th.job_req))
+        engine.record(engine.now, JOB_TIMEOUT, th.tid, self.vm, owner, engine.now - th.job_req)
         self.watch.job_timeout(th, self)
         return False
 
@@ -131,13 +131,13 @@ class Job:
         if th.overtakes:
             self.watch.overtaken(th, self)
             th.overtakes = 0
-        self.engine.emit((now, JOB_BEGIN, th.tid, self.vm, owner, waited))
+        self.engine.record(now, JOB_BEGIN, th.tid, self.vm, owner, waited)
 
     def end(self, th: Thread) -> None:
         """End the job and wake its waiters (the caller holds the VM mutex)."""
         engine = self.engine
         now = engine.now
-        engine.emit((now, JOB_END, th.tid, self.vm, self.owner, now - self.since))
+        engine.record(now, JOB_END, th.tid, self.vm, self.owner, now - self.since)
         self.holder = None
         waiters = self.waiters
         if waiters:

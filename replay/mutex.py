@@ -47,18 +47,18 @@ class Mutex:
         if self.holder is None and not self.waiters:
             self.holder = th
             self.since = now
-            engine.emit((now, LOCK_ACQUIRE, th.tid, self.vm, -1, 0))
+            engine.record(now, LOCK_ACQUIRE, th.tid, self.vm, -1, 0)
             return GO
         th.wait_since = now
         th.blocked = ("mutex", self)
         self.waiters.append(th)
-        engine.emit((now, LOCK_WAIT, th.tid, self.vm, -1, 0))
+        engine.record(now, LOCK_WAIT, th.tid, self.vm, -1, 0)
         return PARK
 
     def unlock(self, th: Thread) -> None:
         engine = self.engine
         now = engine.now
-        engine.emit((now, LOCK_RELEASE, th.tid, self.vm, -1, now - self.since))
+        engine.record(now, LOCK_RELEASE, th.tid, self.vm, -1, now - self.since)
         self.holder = None
         if self.waiters and not self.pending:
             self.pending = True
@@ -78,5 +78,5 @@ class Mutex:
         now = self.engine.now
         self.holder = th
         self.since = now
-        self.engine.emit((now, LOCK_ACQUIRE, th.tid, self.vm, -1, now - th.wait_since))
+        self.engine.record(now, LOCK_ACQUIRE, th.tid, self.vm, -1, now - th.wait_since)
         th.wake()

@@ -57,9 +57,8 @@ class Gauge:
             history.last = depth
         else:
             history.note(now, depth)
-        emit = engine.emit
-        emit((now, QUEUE_DEPTH, -1, self.vm, self.qid, depth))
-        emit((now, QUEUE_BYTES, -1, self.vm, self.qid, self.bytes))
+        engine.record(now, QUEUE_DEPTH, -1, self.vm, self.qid, depth)
+        engine.record(now, QUEUE_BYTES, -1, self.vm, self.qid, self.bytes)
 
 
 class EventQueue(Gauge):

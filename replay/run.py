@@ -121,7 +121,7 @@ def run(
     end = engine.run(arrivals(), progress=flush)
     host.watch.finish(workload.first_ns or 0, workload.last_ns, dict(zip(
         host.path_ids, host.path_counts, strict=True)))
-    engine.emit((end, RUN_END, -1, -1, -1, 0))
+    engine.record(end, RUN_END, -1, -1, -1, 0)
     flush(end)
     simulate = time.perf_counter() - t0 - timed.seconds
     if timeline is None:
