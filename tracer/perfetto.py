@@ -11,7 +11,8 @@ as the official serializer does, so the bytes are identical to ``SerializeToStri
 the same packets (a test keeps it so). Track descriptors are rare and use the official
 objects. The hot path costs one Python call per record: the packet head (timestamp delta
 and sequence id) comes from tables of encoded heads, and each track caches the encoded
-parts of its events per name, so most packets are a few concatenations of cached bytes.
+parts of its events per name, so most packets are a few cached byte strings appended to
+the output (whole packets, for the common BEGIN or END at the time of the packet before).
 
 Size: most packets are a bare slice BEGIN or END, so every byte they share counts.
 
@@ -274,7 +275,6 @@ class TraceWriter:
         self._next_uuid += 1
         return uuid
 
-
     def write(self, data: bytes) -> None:
         self._file.write(data)
 
@@ -471,7 +471,8 @@ class PolicyTrace:
             self._emit(head, body, True)
         else:
             te = _TRACK_EVENT[len(body)]
-            self._extend((_FRAMES[len(head) + len(te) + len(body) + 2], head, te, body, _FLAG))
+            size = len(head) + len(te) + len(body) + len(_FLAG)
+            self._extend((_FRAMES[size], head, te, body, _FLAG))
 
     def _begin_ending_flow(self, head: bytes, track: _Track, key: Hashable, body: bytes,
                            subject: int, flows: dict[int, bytes]) -> None:
