@@ -31,18 +31,17 @@ GO = 0
 NEVER = 1 << 62
 
 Body = Generator[int | None, None, None]
-Record = tuple[int, int, int, int, int, int]
 Arrival = tuple[int, Callable[[Any], None], Any]
 
 
 class Engine:
     """Virtual clock, callback heap, settle list, the run's RNG and its record sink."""
 
-    def __init__(self, seed: int = 0, sink: Callable[[Record], None] | None = None) -> None:
+    def __init__(self, seed: int = 0, records: list[int] | None = None) -> None:
         self.now = 0
         self.rng = random.Random(seed)
-        #: Where timeline records go (None: the run keeps none, and none are built).
-        self.sink = sink
+        #: Where timeline records go, six ints each (None: the run keeps none).
+        self.records = records
         self._heap: list[tuple[int, int, Callable[[Any], None], Any]] = []
         self._seq = count()
         self._settle: list[Callable[[], None]] = []
@@ -55,10 +54,16 @@ class Engine:
         self.stepping: Thread | None = None
 
     def record(self, t: int, kind: int, thread: int, vm: int, ref: int, value: int) -> None:
-        """One timeline record (see ``tracer.timeline``) to the sink, if the run keeps them."""
-        sink = self.sink
-        if sink is not None:
-            sink((t, kind, thread, vm, ref, value))
+        """One timeline record (see ``tracer.timeline``), if the run keeps them: six appends
+        to a flat list, no tuple (compiled, this is most of what keeping a timeline costs)."""
+        out = self.records
+        if out is not None:
+            out.append(t)
+            out.append(kind)
+            out.append(thread)
+            out.append(vm)
+            out.append(ref)
+            out.append(value)
 
     def at(self, t: int, fn: Callable[[Any], None], arg: Any = None) -> None:
         """Call ``fn(arg)`` at virtual time ``t`` (same-time calls run in call order)."""
@@ -174,9 +179,8 @@ class Thread:
         settle = engine._settle
         horizon = engine.horizon
         engine.stepping = self
-        send = gen.send
         try:
-            d = send(None)
+            d = gen.send(None)
             while d is not None:
                 if d:
                     if not ahead:
@@ -186,7 +190,7 @@ class Thread:
                             or t > horizon):
                         break
                     engine.now = t
-                d = send(None)
+                d = gen.send(None)
         except StopIteration:
             self.gen = None
             d = None

@@ -509,7 +509,9 @@ class Host:
             error = eid < 0
         if tail:
             yield tail
-        yield from self.policy.before_job_end(th, vm)
+        drain = self.policy.before_job_end(th, vm)
+        if drain is not None:
+            yield from drain
         vm.job.end(th)
         vm.mutex.unlock(th)
         self._end_rpc(th, rpc, error)

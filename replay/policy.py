@@ -96,10 +96,10 @@ class Policy:
         """An API call arrived; by default it goes straight to the worker pool."""
         self.host.pool.submit(rpc)
 
-    def before_job_end(self, th: Thread, vm: VM) -> Body:
-        """Work an RPC does with its job still held, after ``post`` (two-stage drains)."""
-        return
-        yield
+    def before_job_end(self, th: Thread, vm: VM) -> Body | None:
+        """Work an RPC does with its job still held, after ``post`` (two-stage drains): a
+        generator, or None when there is none (no generator is made per RPC then)."""
+        return None
 
     def discard(self, vm: VM) -> list[Event]:
         """Remove and return ``vm``'s queued events (its QEMU was killed)."""

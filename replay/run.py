@@ -86,7 +86,7 @@ def run(
     buffer: list[int] = []
     timeline = Timeline(spec=spec.label, vms=list(vms)) if observe is not None else None
     consumers = observe(timeline) if observe is not None and timeline is not None else ()
-    engine = Engine(seed, buffer.extend if consumers else None)
+    engine = Engine(seed, buffer if consumers else None)
     params = HostParams(
         workers=spec.common["workers"], max_workers=spec.common["max_workers"],
         prio_workers=spec.common["prio_workers"], job_timeout=spec.common["job_timeout"],

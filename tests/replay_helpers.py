@@ -11,7 +11,7 @@ from heapq import heapreplace
 from statistics import fmean, stdev
 from typing import Any
 
-from replay.engine import Engine, Record, Thread
+from replay.engine import Engine, Thread
 from replay.host import Host, HostParams
 from replay.policy import Policy, parse_spec
 from replay.profile import Profile, load_profile
@@ -24,6 +24,8 @@ from tracer.timeline import Kind, Timeline, rows
 US = 1_000
 MS = 1_000_000
 S = 1_000_000_000
+#: A timeline record: (t, kind, thread, vm, ref, value).
+Record = tuple[int, int, int, int, int, int]
 
 # The default cost profile as replay/profiles/default.toml documents it, in ns (the tests
 # derive every expected time from these numbers, not from the shipped TOML).
@@ -116,7 +118,14 @@ class Rig:
 
     engine: Engine
     host: Host
-    records: list[Record]
+    flat: list[int]
+
+    @property
+    def records(self) -> list[Record]:
+        """The records so far, as tuples (the engine appends six ints per record)."""
+        flat = self.flat
+        return [(flat[i], flat[i + 1], flat[i + 2], flat[i + 3], flat[i + 4], flat[i + 5])
+                for i in range(0, len(flat), 6)]
 
     def thread(self, name: str) -> Thread:
         return Thread(self.engine, name, "rpc-worker")
@@ -130,8 +139,8 @@ class Rig:
 
 def rig(*, seed: int = 0, vms: int = 1, **params: Any) -> Rig:
     """A host with ``vms`` VMs and no RPC workers unless ``params`` ask for them."""
-    records: list[Record] = []
-    engine = Engine(seed, records.append)
+    records: list[int] = []
+    engine = Engine(seed, records)
     defaults: dict[str, Any] = {"workers": 0, "prio_workers": 0}
     host = Host(engine, load_profile("default"), HostParams(**{**defaults, **params}),
                 [f"vm{i}" for i in range(vms)], None)
