@@ -20,8 +20,10 @@ PATH = "global-worker"
 
 
 class DeferredWorker:
-    def __init__(self, host: Host, name: str = "qemu-event") -> None:
+    def __init__(self, host: Host, inline_path: str, name: str = "qemu-event") -> None:
         self.host = host
+        #: The path of the inline stages that readers run (:meth:`inline_here`).
+        self.inline_path = inline_path
         self.queue = host.queue("deferred")
         self.thread = host.thread(name, "global-worker")
         self.idle = False
@@ -33,14 +35,14 @@ class DeferredWorker:
             self.idle = False
             self.thread.wake()
 
-    def inline_here(self, th: Thread, ev: Event, path: str
-                    ) -> Generator[int | None, None, None] | None:
+    def inline_here(self, th: Thread, ev: Event) -> Generator[int | None, None, None] | None:
         """The work of ``ev``'s inline stage on ``th`` (a reader), which queues its deferred
-        stage here; None when it has no inline stage (it is queued at once)."""
+        stage here; None when it has no inline stage (it is queued at once). A reader's
+        ``on_event``."""
         if ev.cls == DEFERRED:
             self.push(ev)
             return None
-        return self.host.inline_stage(th, ev, path, self.push)
+        return self.host.inline_stage(th, ev, self.inline_path, self.push)
 
     def discard(self, vm: int) -> list[Event]:
         keep = [ev for ev in self.queue.items if ev.vm != vm]

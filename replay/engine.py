@@ -5,10 +5,11 @@ A thread is a generator. It yields a number of ns to spend on the CPU (``yield c
 return ``0`` when the thread may go on at once and ``PARK`` when it must wait, so a thread
 writes ``yield vm.mutex.lock(th)`` and a free lock costs a flag test, not a scheduled event.
 
-Three things drive time: a heap of ``(t, seq, fn, arg)`` callbacks, a stream of workload
-arrivals merged outside the heap (so a session never sits in memory), and *settle*
-callbacks that run once every callback at the current ns has run (a non-fair mutex draws
-its next holder then, among every thread that contended during that ns).
+Three things drive time: a heap of ``(t, seq, fn, arg)`` callbacks (``fn`` None for a
+thread's turn, the commonest entry, which the loop resumes by a direct call), a stream of
+workload arrivals merged outside the heap (so a session never sits in memory), and
+*settle* callbacks that run once every callback at the current ns has run (a non-fair
+mutex draws its next holder then, among every thread that contended during that ns).
 
 A thread resumed by the engine loop that yields a cost ending before anything else can
 happen (no callback, arrival or settle due until then) just moves the clock and goes on:
@@ -20,8 +21,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Generator, Iterator
 from heapq import heappop, heappush
-from itertools import count
-from typing import Any
+from typing import Any, cast
 
 #: What a thread yields to block until woken.
 PARK = None
@@ -42,8 +42,10 @@ class Engine:
         self.rng = random.Random(seed)
         #: Where timeline records go, six ints each (None: the run keeps none).
         self.records = records
-        self._heap: list[tuple[int, int, Callable[[Any], None], Any]] = []
-        self._seq = count()
+        #: (t, seq, fn, arg): call fn(arg) at t; fn None: resume the thread arg.
+        self._heap: list[tuple[int, int, Callable[[Any], None] | None, Any]] = []
+        #: Tie-breaker of same-time heap entries: call order.
+        self.seq = 0
         self._settle: list[Callable[[], None]] = []
         self.threads: list[Thread] = []
         #: Last virtual time the run may reach (NEVER: no limit); may be raised while running.
@@ -67,7 +69,8 @@ class Engine:
 
     def at(self, t: int, fn: Callable[[Any], None], arg: Any = None) -> None:
         """Call ``fn(arg)`` at virtual time ``t`` (same-time calls run in call order)."""
-        heappush(self._heap, (t, next(self._seq), fn, arg))
+        self.seq += 1
+        heappush(self._heap, (t, self.seq, fn, arg))
 
     def settle(self, fn: Callable[[], None]) -> None:
         """Call ``fn()`` once every callback at the current ns has run."""
@@ -97,7 +100,10 @@ class Engine:
                         break
                     self.now = t
                 _, _, fn, arg = heappop(heap)
-                fn(arg)
+                if fn is None:  # a thread's turn (most entries): a direct call, compiled
+                    cast(Thread, arg).resume()
+                else:
+                    fn(arg)
                 steps += 1
                 if not steps & 0xFFFF and progress is not None:
                     progress(t)
@@ -165,13 +171,18 @@ class Thread:
 
     def start(self, body: Body) -> None:
         self.gen = body
-        self.engine.at(self.engine.now, Thread.resume, self)
+        self.turn(self.engine.now)
+
+    def turn(self, t: int) -> None:
+        """Resume the thread at ``t``: a heap entry without a callback (see :meth:`Engine.run`)."""
+        engine = self.engine
+        engine.seq += 1
+        heappush(engine._heap, (t, engine.seq, None, self))
 
     def resume(self, ahead: bool = True) -> None:
         """Run the body up to its next wait or cost. From the engine loop (``ahead``), a
         cost that ends before anything else is due is spent at once and the body goes on.
-        Scheduled as ``Thread.resume`` with the thread as its argument: no bound method is
-        made per turn."""
+        Scheduled by :meth:`turn`."""
         gen = self.gen
         assert gen is not None
         engine = self.engine
@@ -196,7 +207,7 @@ class Thread:
             d = None
         engine.stepping = None
         if d is not None:
-            heappush(heap, (engine.now + d, next(engine._seq), Thread.resume, self))
+            self.turn(engine.now + d)
 
     def wake(self) -> None:
         """Make a parked thread runnable now (invalidating its pending timers).
@@ -209,7 +220,7 @@ class Thread:
         self.blocked = None
         engine = self.engine
         if engine.stepping is not None:
-            heappush(engine._heap, (engine.now, next(engine._seq), Thread.resume, self))
+            self.turn(engine.now)
         else:
             self.resume(ahead=False)
 

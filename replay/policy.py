@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from mypy_extensions import mypyc_attr
+
 from replay.profile import ProfileError, parse_duration
 
 if TYPE_CHECKING:
@@ -74,8 +76,12 @@ COMMON: dict[str, Param] = {
 }
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Policy:
-    """Base class: override what differs. ``params`` lists the policy's own parameters."""
+    """Base class: override what differs. ``params`` lists the policy's own parameters.
+
+    Compiled (with the built-in policies), the host calls a built-in policy's methods
+    directly; plugins subclass it as any Python class."""
 
     name: ClassVar[str] = ""
     wakeup: ClassVar[str] = "broadcast"
@@ -187,13 +193,13 @@ def parse_spec(spec: str) -> PolicySpec:
             if key in values:
                 raw = values.pop(key)
                 try:
-                    value = param.parse(raw)
+                    parsed = param.parse(raw)
                 except (SpecError, ValueError, TypeError) as exc:  # plugins may use int, float
                     raise SpecError(f"policy {target}: {key}={raw}: {exc}") from None
-                problem = param.check(value)
+                problem = param.check(parsed)
                 if problem:
                     raise SpecError(f"policy {target}: {key}={raw}: {problem}")
-                out[key] = value
+                out[key] = parsed
     if values:
         known = ", ".join([*COMMON, *cls.params])
         raise SpecError(f"policy {target}: unknown parameter {next(iter(values))!r} "

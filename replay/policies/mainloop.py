@@ -19,9 +19,8 @@ class MainLoop(Policy):
     wakeup = "broadcast"
 
     def start(self) -> None:
-        self.deferred = DeferredWorker(self.host)
-        self.reader = MainLoopReader(
-            self.host, lambda th, ev: self.deferred.inline_here(th, ev, "mainloop"))
+        self.deferred = DeferredWorker(self.host, "mainloop")
+        self.reader = MainLoopReader(self.host, self.deferred.inline_here)
 
     def inbox_ready(self, vm: VM) -> None:
         self.reader.inbox_ready(vm)

@@ -18,11 +18,8 @@ class PerVmThread(Policy):
     wakeup = "broadcast"
 
     def start(self) -> None:
-        self.deferred = DeferredWorker(self.host)
-        self.readers = [
-            VmReader(self.host, vm, lambda th, ev: self.deferred.inline_here(th, ev, "vm-thread"))
-            for vm in self.host.vms
-        ]
+        self.deferred = DeferredWorker(self.host, "vm-thread")
+        self.readers = [VmReader(self.host, vm, self.deferred.inline_here) for vm in self.host.vms]
 
     def inbox_ready(self, vm: VM) -> None:
         self.readers[vm.index].inbox_ready()
