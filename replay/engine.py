@@ -5,11 +5,11 @@ A thread is a generator. It yields a number of ns to spend on the CPU (``yield c
 return ``0`` when the thread may go on at once and ``PARK`` when it must wait, so a thread
 writes ``yield vm.mutex.lock(th)`` and a free lock costs a flag test, not a scheduled event.
 
-Three things drive time: a heap of ``(t, seq, fn, arg)`` callbacks (``fn`` None for a
-thread's turn, the commonest entry, which the loop resumes by a direct call), a stream of
-workload arrivals merged outside the heap (so a session never sits in memory), and
-*settle* callbacks that run once every callback at the current ns has run (a non-fair
-mutex draws its next holder then, among every thread that contended during that ns).
+Three things drive time: a heap of :class:`Entry` (a callback, or a thread's turn: a
+thread is its own entry, so scheduling one allocates nothing), a stream of workload
+arrivals merged outside the heap (so a session never sits in memory), and *settle*
+callbacks that run once every callback at the current ns has run (a non-fair mutex draws
+its next holder then, among every thread that contended during that ns).
 
 A thread resumed by the engine loop that yields a cost ending before anything else can
 happen (no callback, arrival or settle due until then) just moves the clock and goes on:
@@ -21,7 +21,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Generator, Iterator
 from heapq import heappop, heappush
-from typing import Any, cast
+from typing import Any
 
 #: What a thread yields to block until woken.
 PARK = None
@@ -34,6 +34,40 @@ Body = Generator[int | None, None, None]
 Arrival = tuple[int, Callable[[Any], None], Any]
 
 
+class Entry:
+    """Something due at :attr:`t` on the engine's heap; same-time entries run in the order
+    they were scheduled (:attr:`seq`, 0 while not on the heap)."""
+
+    __slots__ = ("t", "seq")
+
+    def __init__(self) -> None:
+        self.t = 0
+        self.seq = 0
+
+    def __lt__(self, other: Entry) -> bool:
+        return self.t < other.t or (self.t == other.t and self.seq < other.seq)
+
+    def __hash__(self) -> int:  # defining __lt__ compiled loses the inherited one
+        return object.__hash__(self)
+
+    def fire(self) -> None:
+        raise NotImplementedError
+
+
+class Call(Entry):
+    """``fn(arg)`` at a virtual time."""
+
+    __slots__ = ("fn", "arg")
+
+    def __init__(self, fn: Callable[[Any], None], arg: Any) -> None:
+        super().__init__()
+        self.fn = fn
+        self.arg = arg
+
+    def fire(self) -> None:
+        self.fn(self.arg)
+
+
 class Engine:
     """Virtual clock, callback heap, settle list, the run's RNG and its record sink."""
 
@@ -42,9 +76,8 @@ class Engine:
         self.rng = random.Random(seed)
         #: Where timeline records go, six ints each (None: the run keeps none).
         self.records = records
-        #: (t, seq, fn, arg): call fn(arg) at t; fn None: resume the thread arg.
-        self._heap: list[tuple[int, int, Callable[[Any], None] | None, Any]] = []
-        #: Tie-breaker of same-time heap entries: call order.
+        self._heap: list[Entry] = []
+        #: Entries scheduled so far (the tie-breaker of same-time entries).
         self.seq = 0
         self._settle: list[Callable[[], None]] = []
         self.threads: list[Thread] = []
@@ -69,8 +102,16 @@ class Engine:
 
     def at(self, t: int, fn: Callable[[Any], None], arg: Any = None) -> None:
         """Call ``fn(arg)`` at virtual time ``t`` (same-time calls run in call order)."""
+        self.push(Call(fn, arg), t)
+
+    def push(self, entry: Entry, t: int) -> None:
+        """Put ``entry`` on the heap, due at ``t``."""
+        if entry.seq:
+            raise RuntimeError(f"{entry!r} is scheduled twice")
         self.seq += 1
-        heappush(self._heap, (t, self.seq, fn, arg))
+        entry.t = t
+        entry.seq = self.seq
+        heappush(self._heap, entry)
 
     def settle(self, fn: Callable[[], None]) -> None:
         """Call ``fn()`` once every callback at the current ns has run."""
@@ -89,7 +130,7 @@ class Engine:
         t_next = self.t_next = nxt[0] if nxt is not None else NEVER
         steps = 0
         while True:
-            t = heap[0][0] if heap else NEVER
+            t = heap[0].t if heap else NEVER
             if t < t_next:
                 if t > self.now:
                     if settle:
@@ -99,11 +140,9 @@ class Engine:
                         self.now = self.horizon
                         break
                     self.now = t
-                _, _, fn, arg = heappop(heap)
-                if fn is None:  # a thread's turn (most entries): a direct call, compiled
-                    cast(Thread, arg).resume()
-                else:
-                    fn(arg)
+                entry = heappop(heap)
+                entry.seq = 0
+                entry.fire()
                 steps += 1
                 if not steps & 0xFFFF and progress is not None:
                     progress(t)
@@ -133,7 +172,7 @@ class Engine:
             fn()
 
 
-class Thread:
+class Thread(Entry):
     """A cooperative thread of the modelled daemon (a generator run by the engine).
 
     Wait bookkeeping lives here so primitives stay allocation-free: ``token`` invalidates
@@ -146,6 +185,7 @@ class Thread:
     )
 
     def __init__(self, engine: Engine, name: str, role: str, vm: int = -1) -> None:
+        super().__init__()
         self.engine = engine
         self.tid = len(engine.threads)
         engine.threads.append(self)
@@ -174,10 +214,12 @@ class Thread:
         self.turn(self.engine.now)
 
     def turn(self, t: int) -> None:
-        """Resume the thread at ``t``: a heap entry without a callback (see :meth:`Engine.run`)."""
-        engine = self.engine
-        engine.seq += 1
-        heappush(engine._heap, (t, engine.seq, None, self))
+        """Resume the thread at ``t`` (it has no turn pending: a thread runs, waits for a
+        cost or is parked)."""
+        self.engine.push(self, t)
+
+    def fire(self) -> None:
+        self.resume()
 
     def resume(self, ahead: bool = True) -> None:
         """Run the body up to its next wait or cost. From the engine loop (``ahead``), a
@@ -197,7 +239,7 @@ class Thread:
                     if not ahead:
                         break
                     t = engine.now + d
-                    if ((heap and heap[0][0] <= t) or engine.t_next <= t or settle
+                    if ((heap and heap[0].t <= t) or engine.t_next <= t or settle
                             or t > horizon):
                         break
                     engine.now = t
