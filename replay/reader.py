@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from heapq import heappop, heappush
-from itertools import count
 from typing import TYPE_CHECKING
 
 from replay.engine import PARK, Thread
@@ -31,7 +30,8 @@ class MainLoopReader:
         self.thread = host.thread(name, "mainloop")
         self.ready: list[tuple[int, int, int, int, VM | Rpc]] = []
         self.queued: set[int] = set()
-        self.seq = count()
+        #: Entries pushed on ``ready`` so far (the tie-breaker after arrival and VM).
+        self.seq = 0
         self.idle = False
         for vm in host.vms:
             vm.reader = self.thread
@@ -41,12 +41,14 @@ class MainLoopReader:
         if not vm.inbox or vm.index in self.queued or vm.paused:
             return
         self.queued.add(vm.index)
-        heappush(self.ready, (vm.inbox[0].arrival, vm.index, 0, next(self.seq), vm))
+        self.seq += 1
+        heappush(self.ready, (vm.inbox[0].arrival, vm.index, 0, self.seq, vm))
         self._kick()
 
     def rpc_arrived(self, rpc: Rpc) -> None:
         """Serve an RPC request like monitor input (the main loop dispatches RPCs)."""
-        heappush(self.ready, (rpc.arrival, rpc.vm, 1, next(self.seq), rpc))
+        self.seq += 1
+        heappush(self.ready, (rpc.arrival, rpc.vm, 1, self.seq, rpc))
         self._kick()
 
     def _kick(self) -> None:
