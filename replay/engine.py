@@ -69,7 +69,7 @@ class Call(Entry):
 
 
 class Engine:
-    """Virtual clock, callback heap, settle list, the run's RNG and its record sink."""
+    """Virtual clock, callback heap, settle list, the run's RNG and its record list."""
 
     def __init__(self, seed: int = 0, records: list[int] | None = None) -> None:
         self.now = 0

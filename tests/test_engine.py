@@ -11,6 +11,7 @@ import random
 from collections.abc import Callable, Generator
 from typing import Any
 
+import pytest
 from replay_helpers import Rig, rig
 
 from replay.engine import GO, PARK, Engine, Thread
@@ -32,6 +33,24 @@ def test_callbacks_run_in_time_order_and_same_ns_in_call_order() -> None:
         engine.at(t, lambda tag: seen.append((engine.now, tag)), tag)
     assert engine.run(iter(())) == 5
     assert seen == [(3, "b"), (4, "d"), (5, "a"), (5, "c"), (5, "e")]
+
+
+def test_a_thread_scheduled_twice_is_refused_and_runs_once_after() -> None:
+    engine = Engine()
+    th = Thread(engine, "t", "rpc-worker")
+    steps: list[int] = []
+
+    def body() -> Body:
+        steps.append(engine.now)
+        yield 7
+        steps.append(engine.now)
+
+    th.start(body())
+    with pytest.raises(RuntimeError, match="scheduled twice"):
+        th.turn(3)  # it already has a turn pending: a second one would corrupt the heap
+    assert engine.run(iter(())) == 7
+    assert steps == [0, 7]
+    th.turn(9)  # off the heap again: it may be scheduled
 
 
 def test_settle_runs_once_every_callback_of_the_ns_has_run() -> None:
