@@ -2,12 +2,11 @@
 
 The fleet session (200 VMs, 200,000 QMP messages by default) is generated in-process
 once per worker process, so decoding is excluded. Timed: one replay per policy with its
-records discarded (``observe=None``, the engine's fastest mode) and with the timeline
-kept (metrics collector + a record list, as ``qmpreplay replay`` keeps it), and the SimPy
-model (``simpy_fleet.py``, per-vm-thread semantics). The timeline is kept two ways: as a
-record list only (``records``, what DESIGN §10's "timeline kept" measures) and with the
-metrics collector too (``kept``, what ``qmpreplay replay`` does). Prints messages/s and the
-ratio of each to SimPy's messages/s (goals: ≥ 15× discarded, ≥ 10× with the timeline kept).
+records discarded (``observe=None``, the engine's fastest mode), kept as a record list only
+(``records``, what DESIGN §10's "timeline kept" measures) and kept with the metrics
+collector too (``kept``, what ``qmpreplay replay`` does), and the SimPy model
+(``simpy_fleet.py``, per-vm-thread semantics). Prints messages/s and the ratio of each to
+SimPy's messages/s (goals: ≥ 15× discarded, ≥ 10× with the timeline kept).
 
     python benchmarks/bench_replay.py --fast
     python benchmarks/bench_replay.py -p 1 -n 1 -w 0 -l 1   # one timing each

@@ -204,7 +204,7 @@ class Host:
             self.rpc_rows.add(rpc.vm, rpc.api, rpc.arrival, rpc.costs.priority,
                               tuple([c.name for c in rpc.commands]))
         self.engine.record(self.engine.now, RPC_ARRIVE, -1, rpc.vm, rpc.id,
-                   1 if rpc.costs.priority else 0)
+                           1 if rpc.costs.priority else 0)
         self.policy.rpc_arrived(rpc)
 
     def arrive_event(self, ev: Event) -> None:
@@ -239,7 +239,7 @@ class Host:
             if cmd is not None:
                 self._never_sent(cmd)
             return 0
-        self.engine.record(now, CMD_SEND, th.tid, vm.index, owner, index)
+        engine.record(now, CMD_SEND, th.tid, vm.index, owner, index)
         vm.waiting = th
         vm.waiting_cmd = name
         th.blocked = ("reply", vm)
@@ -320,7 +320,7 @@ class Host:
         vm.reply_unread = False
         th.failed = reply.error
         self.engine.record(self.engine.now, CMD_REPLY, th.tid, vm.index, reply.owner,
-                   1 if reply.error else 0)
+                           1 if reply.error else 0)
         th.wake()
 
     def queued(self, vm: VM) -> None:
@@ -359,7 +359,7 @@ class Host:
         engine = self.engine
         vm = self.vms[ev.vm]
         th.busy_vm = ev.vm
-        self.engine.record(engine.now, HANDLER_BEGIN, th.tid, ev.vm, ev.id, 0)
+        engine.record(engine.now, HANDLER_BEGIN, th.tid, ev.vm, ev.id, 0)
         yield vm.mutex.lock(th)
         if ev.cls == CONDITIONAL and vm.cond.signal(ev.name, ev.id):
             cost = self.profile.wake_waiter
@@ -372,7 +372,7 @@ class Host:
         vm.mutex.unlock(th)
         if finished:
             self.done(ev, path)
-        self.engine.record(engine.now, HANDLER_END, th.tid, ev.vm, ev.id, 0)
+        engine.record(engine.now, HANDLER_END, th.tid, ev.vm, ev.id, 0)
         if not finished and defer is not None:
             defer(ev)
 
@@ -383,20 +383,20 @@ class Host:
         stage = 0 if ev.cls == DEFERRED else 1
         th.busy_vm = ev.vm
         owner = -ev.id - 1
-        self.engine.record(engine.now, HANDLER_BEGIN, th.tid, ev.vm, ev.id, stage)
+        engine.record(engine.now, HANDLER_BEGIN, th.tid, ev.vm, ev.id, stage)
         yield vm.mutex.lock(th)
         api = "event:" + ev.name
         ok = vm.job.take(th, owner, api) or (yield from vm.job.begin(th, owner, api))
         if not ok:
             vm.mutex.unlock(th)
             self.drop(ev, DROP_JOB_TIMEOUT, th)
-            self.engine.record(engine.now, HANDLER_END, th.tid, ev.vm, ev.id, stage)
+            engine.record(engine.now, HANDLER_END, th.tid, ev.vm, ev.id, stage)
             return
         yield from self._deferred_work(th, vm, ev, owner)
         vm.job.end(th)
         vm.mutex.unlock(th)
         self.done(ev, path)
-        self.engine.record(engine.now, HANDLER_END, th.tid, ev.vm, ev.id, stage)
+        engine.record(engine.now, HANDLER_END, th.tid, ev.vm, ev.id, stage)
 
     def _deferred_work(self, th: Thread, vm: VM, ev: Event, owner: int) -> Body:
         """The deferred handler's work, job and mutex held: CPU, then the QMP it sends."""
@@ -415,7 +415,7 @@ class Host:
         draining its VM's queue before it ends its job)."""
         engine = self.engine
         vm = self.vms[ev.vm]
-        self.engine.record(engine.now, HANDLER_BEGIN, th.tid, ev.vm, ev.id, 0)
+        engine.record(engine.now, HANDLER_BEGIN, th.tid, ev.vm, ev.id, 0)
         if ev.cls == CONDITIONAL and vm.cond.signal(ev.name, ev.id):
             cost = self.profile.wake_waiter
             if cost:
@@ -428,7 +428,7 @@ class Host:
             if ev.cls != INLINE:
                 yield from self._deferred_work(th, vm, ev, th.owner)
         self.done(ev, path)
-        self.engine.record(engine.now, HANDLER_END, th.tid, ev.vm, ev.id, 0)
+        engine.record(engine.now, HANDLER_END, th.tid, ev.vm, ev.id, 0)
 
     def done(self, ev: Event, path: str) -> None:
         ev.done = True
@@ -461,7 +461,7 @@ class Host:
         th.busy_vm = rpc.vm
         th.error = ""
         self.rpcs_running[rpc.id] = rpc
-        self.engine.record(engine.now, RPC_START, th.tid, rpc.vm, rpc.id, engine.now - rpc.arrival)
+        engine.record(engine.now, RPC_START, th.tid, rpc.vm, rpc.id, engine.now - rpc.arrival)
         if costs.pre:
             yield costs.pre
         yield vm.mutex.lock(th)

@@ -123,9 +123,7 @@ class Rig:
     @property
     def records(self) -> list[Record]:
         """The records so far, as tuples (the engine appends six ints per record)."""
-        flat = self.flat
-        return [(flat[i], flat[i + 1], flat[i + 2], flat[i + 3], flat[i + 4], flat[i + 5])
-                for i in range(0, len(flat), 6)]
+        return list(rows(self.flat))
 
     def thread(self, name: str) -> Thread:
         return Thread(self.engine, name, "rpc-worker")
