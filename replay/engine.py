@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Generator, Iterator
-from heapq import heappop, heappush
-from typing import Any
+from typing import Any, Final
 
 #: What a thread yields to block until woken.
-PARK = None
+PARK: Final = None
 #: What a primitive returns when the thread may go on at once.
-GO = 0
+GO: Final = 0
 #: A time after every run's end.
-NEVER = 1 << 62
+NEVER: Final = 1 << 62
 
 Body = Generator[int | None, None, None]
 Arrival = tuple[int, Callable[[Any], None], Any]
@@ -43,12 +42,6 @@ class Entry:
     def __init__(self) -> None:
         self.t = 0
         self.seq = 0
-
-    def __lt__(self, other: Entry) -> bool:
-        return self.t < other.t or (self.t == other.t and self.seq < other.seq)
-
-    def __hash__(self) -> int:  # defining __lt__ compiled loses the inherited one
-        return object.__hash__(self)
 
     def fire(self) -> None:
         raise NotImplementedError
@@ -111,7 +104,46 @@ class Engine:
         self.seq += 1
         entry.t = t
         entry.seq = self.seq
-        heappush(self._heap, entry)
+        # A binary heap on (t, seq), sifted here rather than by heapq: compiled, a comparison
+        # is two native int compares, not a rich comparison. The entry's seq is the largest
+        # yet, so it goes above a parent only if it is due earlier.
+        heap = self._heap
+        heap.append(entry)
+        i = len(heap) - 1
+        while i:
+            up = (i - 1) >> 1
+            parent = heap[up]
+            if parent.t <= t:
+                break
+            heap[i] = parent
+            i = up
+        heap[i] = entry
+
+    def _pop(self) -> Entry:
+        """Take the earliest entry off the heap (same time: the first scheduled)."""
+        heap = self._heap
+        last = heap.pop()
+        if not heap:
+            return last
+        top = heap[0]
+        n = len(heap)
+        t, seq = last.t, last.seq
+        i = 0
+        c = 1
+        while c < n:
+            child = heap[c]
+            if c + 1 < n:
+                right = heap[c + 1]
+                if right.t < child.t or (right.t == child.t and right.seq < child.seq):
+                    c += 1
+                    child = right
+            if t < child.t or (t == child.t and seq < child.seq):
+                break
+            heap[i] = child
+            i = c
+            c = 2 * i + 1
+        heap[i] = last
+        return top
 
     def settle(self, fn: Callable[[], None]) -> None:
         """Call ``fn()`` once every callback at the current ns has run."""
@@ -140,7 +172,7 @@ class Engine:
                         self.now = self.horizon
                         break
                     self.now = t
-                entry = heappop(heap)
+                entry = self._pop()
                 entry.seq = 0
                 entry.fire()
                 steps += 1
@@ -180,7 +212,7 @@ class Thread(Entry):
     """
 
     __slots__ = (
-        "engine", "tid", "name", "role", "vm", "gen", "token", "failed", "error",
+        "engine", "tid", "name", "role", "vm", "step", "token", "failed", "error",
         "wait_since", "job_req", "deadline", "overtakes", "blocked", "owner", "api", "busy_vm",
     )
 
@@ -192,7 +224,9 @@ class Thread(Entry):
         self.name = name
         self.role = role
         self.vm = vm
-        self.gen: Body | None = None
+        #: The running body's ``send`` (bound once per body: compiled, a method lookup on the
+        #: generator per resume costs more than the call). None when no body runs.
+        self.step: Callable[[None], int | None] | None = None
         self.token = 0
         self.failed = False
         self.error = ""
@@ -210,7 +244,7 @@ class Thread(Entry):
         self.busy_vm = -1
 
     def start(self, body: Body) -> None:
-        self.gen = body
+        self.step = body.send
         self.turn(self.engine.now)
 
     def turn(self, t: int) -> None:
@@ -225,15 +259,15 @@ class Thread(Entry):
         """Run the body up to its next wait or cost. From the engine loop (``ahead``), a
         cost that ends before anything else is due is spent at once and the body goes on.
         Scheduled by :meth:`turn`."""
-        gen = self.gen
-        assert gen is not None
+        step = self.step
+        assert step is not None
         engine = self.engine
         heap = engine._heap
         settle = engine._settle
         horizon = engine.horizon
         engine.stepping = self
         try:
-            d = gen.send(None)
+            d = step(None)
             while d is not None:
                 if d:
                     if not ahead:
@@ -243,9 +277,9 @@ class Thread(Entry):
                             or t > horizon):
                         break
                     engine.now = t
-                d = gen.send(None)
+                d = step(None)
         except StopIteration:
-            self.gen = None
+            self.step = None
             d = None
         engine.stepping = None
         if d is not None:
