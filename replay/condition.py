@@ -10,7 +10,7 @@ deadlock ends and the run completes).
 from __future__ import annotations
 
 from collections.abc import Generator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from replay.engine import PARK, Engine, Thread
 from replay.mutex import Mutex
@@ -19,8 +19,8 @@ from tracer.timeline import Kind
 if TYPE_CHECKING:
     from replay.findings import Watch
 
-SYNC_WAIT = int(Kind.SYNC_WAIT)
-SYNC_WAKE = int(Kind.SYNC_WAKE)
+SYNC_WAIT: Final = int(Kind.SYNC_WAIT)
+SYNC_WAKE: Final = int(Kind.SYNC_WAKE)
 
 
 class SyncWaiter:

@@ -7,7 +7,7 @@ job (up to the job timeout), every other VM's deferred events wait too.
 from __future__ import annotations
 
 from collections.abc import Generator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from replay.engine import PARK, Thread
 from replay.workload import DEFERRED
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from replay.host import Host
     from replay.workload import Event
 
-PATH = "global-worker"
+PATH: Final = "global-worker"
 
 
 class DeferredWorker:

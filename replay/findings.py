@@ -10,7 +10,7 @@ marks the timeout that breaks it. The rest are checked where they happen or at t
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from tracer.timeline import Finding, Kind
 
@@ -21,11 +21,11 @@ if TYPE_CHECKING:
     from replay.queue import Gauge
     from replay.workload import Rpc
 
-FINDING = int(Kind.FINDING)
+FINDING: Final = int(Kind.FINDING)
 #: Findings kept per kind; more are counted, not listed (a fleet can have millions).
-MAX_PER_KIND = 1000
-GROWTH_WINDOWS = 10
-RARE_SHARE = 0.05
+MAX_PER_KIND: Final = 1000
+GROWTH_WINDOWS: Final = 10
+RARE_SHARE: Final = 0.05
 
 
 def ms(ns: int) -> str:

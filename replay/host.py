@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from replay.condition import DomainCondition
 from replay.engine import Engine, Thread
@@ -47,21 +47,21 @@ if TYPE_CHECKING:
 
 Body = Generator[int | None, None, None]
 
-EOF_ERROR = "End of file from qemu monitor"
+EOF_ERROR: Final = "End of file from qemu monitor"
 
-EVENT_ARRIVE = int(Kind.EVENT_ARRIVE)
-EVENT_DROPPED = int(Kind.EVENT_DROPPED)
-EVENT_DONE = int(Kind.EVENT_DONE)
-HANDLER_BEGIN = int(Kind.HANDLER_BEGIN)
-HANDLER_END = int(Kind.HANDLER_END)
-MSG_READ = int(Kind.MSG_READ)
-RPC_ARRIVE = int(Kind.RPC_ARRIVE)
-RPC_START = int(Kind.RPC_START)
-RPC_END = int(Kind.RPC_END)
-CMD_SEND = int(Kind.CMD_SEND)
-CMD_REPLY = int(Kind.CMD_REPLY)
-READ_PAUSED = int(Kind.READ_PAUSED)
-READ_RESUMED = int(Kind.READ_RESUMED)
+EVENT_ARRIVE: Final = int(Kind.EVENT_ARRIVE)
+EVENT_DROPPED: Final = int(Kind.EVENT_DROPPED)
+EVENT_DONE: Final = int(Kind.EVENT_DONE)
+HANDLER_BEGIN: Final = int(Kind.HANDLER_BEGIN)
+HANDLER_END: Final = int(Kind.HANDLER_END)
+MSG_READ: Final = int(Kind.MSG_READ)
+RPC_ARRIVE: Final = int(Kind.RPC_ARRIVE)
+RPC_START: Final = int(Kind.RPC_START)
+RPC_END: Final = int(Kind.RPC_END)
+CMD_SEND: Final = int(Kind.CMD_SEND)
+CMD_REPLY: Final = int(Kind.CMD_REPLY)
+READ_PAUSED: Final = int(Kind.READ_PAUSED)
+READ_RESUMED: Final = int(Kind.READ_RESUMED)
 
 
 @dataclass(frozen=True, slots=True)

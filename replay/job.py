@@ -10,7 +10,7 @@ job is free takes it) or ``fifo`` (the job is handed to the first waiter).
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from replay.engine import PARK, Engine, Thread
 from replay.mutex import Mutex
@@ -19,10 +19,10 @@ from tracer.timeline import Kind
 if TYPE_CHECKING:
     from replay.findings import Watch
 
-JOB_WAIT = int(Kind.JOB_WAIT)
-JOB_BEGIN = int(Kind.JOB_BEGIN)
-JOB_END = int(Kind.JOB_END)
-JOB_TIMEOUT = int(Kind.JOB_TIMEOUT)
+JOB_WAIT: Final = int(Kind.JOB_WAIT)
+JOB_BEGIN: Final = int(Kind.JOB_BEGIN)
+JOB_END: Final = int(Kind.JOB_END)
+JOB_TIMEOUT: Final = int(Kind.JOB_TIMEOUT)
 
 
 def timeout_message(api: str) -> str:

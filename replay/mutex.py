@@ -9,13 +9,14 @@ no draw when there is one). The winner gets the lock directly.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
 from replay.engine import GO, PARK, Engine, Thread
 from tracer.timeline import Kind
 
-LOCK_WAIT = int(Kind.LOCK_WAIT)
-LOCK_ACQUIRE = int(Kind.LOCK_ACQUIRE)
-LOCK_RELEASE = int(Kind.LOCK_RELEASE)
+LOCK_WAIT: Final = int(Kind.LOCK_WAIT)
+LOCK_ACQUIRE: Final = int(Kind.LOCK_ACQUIRE)
+LOCK_RELEASE: Final = int(Kind.LOCK_RELEASE)
 
 
 def _wait_key(th: Thread) -> tuple[int, int]:

@@ -12,12 +12,12 @@ import fnmatch
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from tracer.timeline import CLASSES
 
-PROFILE_DIR = Path(__file__).parent / "profiles"
-US = 1_000  # ns per µs
+PROFILE_DIR: Final = Path(__file__).parent / "profiles"
+US: Final = 1_000  # ns per µs
 
 
 class ProfileError(ValueError):

@@ -7,7 +7,7 @@ is full); the queue itself only counts, so every policy's queues are traced for 
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from replay.engine import Engine
 from tracer.timeline import Kind
@@ -15,8 +15,8 @@ from tracer.timeline import Kind
 if TYPE_CHECKING:
     from replay.workload import Event
 
-QUEUE_DEPTH = int(Kind.QUEUE_DEPTH)
-QUEUE_BYTES = int(Kind.QUEUE_BYTES)
+QUEUE_DEPTH: Final = int(Kind.QUEUE_DEPTH)
+QUEUE_BYTES: Final = int(Kind.QUEUE_BYTES)
 
 
 class Gauge:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any
+from typing import Any, Final
 
 from replay.engine import Engine
 from replay.host import Host, HostParams
@@ -21,9 +21,7 @@ from replay.workload import Rpc, Workload
 from tracer.session import Record as SessionRecord
 from tracer.timeline import Kind, Timeline
 
-RUN_END = int(Kind.RUN_END)
-#: Records handed to consumers at a time.
-CHUNK = 65_536
+RUN_END: Final = int(Kind.RUN_END)
 
 #: A consumer of record chunks: flat lists, six ints per record (tracer.timeline.rows).
 Consumer = Callable[[Sequence[int]], None]

@@ -26,23 +26,28 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Final
 
 from replay.profile import ApiCosts, Profile
 from tracer.causes import CAUSED_EVENTS, CAUSES, Attributor
 from tracer.session import Record, wire_bytes
 
 #: How far ahead of the replay clock the session is read (and the cause window).
-LOOKAHEAD_NS = 10_000_000_000
+LOOKAHEAD_NS: Final = 10_000_000_000
 
-INLINE, DEFERRED, CONDITIONAL, BOTH = range(4)
-CLASS_CODES = {"inline": INLINE, "deferred": DEFERRED, "conditional": CONDITIONAL,
-               "inline+deferred": BOTH}
+#: Event class codes (Final: compiled code reads them as constants, not module globals).
+INLINE: Final = 0
+DEFERRED: Final = 1
+CONDITIONAL: Final = 2
+BOTH: Final = 3
+CLASS_CODES: Final = {"inline": INLINE, "deferred": DEFERRED, "conditional": CONDITIONAL,
+                      "inline+deferred": BOTH}
 
 #: Kinds of the records that pair a command with its reply.
-PAIRED = frozenset({"command", "reply", "error"})
+PAIRED: Final = frozenset({"command", "reply", "error"})
 
-NOT_SENT = -1
-NEVER_SENT = -2
+NOT_SENT: Final = -1
+NEVER_SENT: Final = -2
 
 
 class Event:

@@ -30,13 +30,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from tracer.qmp import loads_qmp
 from tracer.session import Record
 
 #: How long after its send a command can still be the cause of an event.
-DEFAULT_WINDOW_NS = 60_000_000_000
+DEFAULT_WINDOW_NS: Final = 60_000_000_000
 
 Match = Literal["any", "device", "job"]
 
@@ -186,7 +186,8 @@ def rules_for(command_name: str, command_msg: Mapping[str, Any]) -> list[CauseRu
 
 
 #: Every event some command causes (no other event is ever attributed).
-CAUSED_EVENTS = frozenset(name for causes in CAUSES.values() for c in causes for name in c.events)
+CAUSED_EVENTS: Final = frozenset(
+    name for causes in CAUSES.values() for c in causes for name in c.events)
 
 #: The rules of each command whose causes match any object (its arguments are not needed).
 _FIXED_RULES = {

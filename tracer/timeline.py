@@ -56,7 +56,7 @@ from array import array
 from collections.abc import Iterator, MutableSequence, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, overload
+from typing import Any, Final, overload
 
 
 class Kind(IntEnum):
@@ -91,12 +91,12 @@ class Kind(IntEnum):
 
 
 #: EVENT_DROPPED reasons.
-DROP_JOB_TIMEOUT = 1   # its handler gave up waiting for the job
-DROP_DESTROYED = 2     # its VM was destroyed while it was queued
-DROP_NOT_SENT = 3      # caused by a command that the replay never sent
+DROP_JOB_TIMEOUT: Final = 1   # its handler gave up waiting for the job
+DROP_DESTROYED: Final = 2     # its VM was destroyed while it was queued
+DROP_NOT_SENT: Final = 3      # caused by a command that the replay never sent
 
 #: Event classes (from the cost profile).
-CLASSES = ("inline", "deferred", "conditional", "inline+deferred")
+CLASSES: Final = ("inline", "deferred", "conditional", "inline+deferred")
 
 
 def owner_is_event(owner: int) -> bool:
