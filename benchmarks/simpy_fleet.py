@@ -72,8 +72,10 @@ class FleetModel:
             env.process(self._reader(inbox))
         env.process(self._deferred_worker())
 
-    def run(self, records: Iterator[Record]) -> Result:
-        workload = Workload(records, self.names, self.profile)
+    def run(self, records: Iterator[Record] | Workload) -> Result:
+        """Run a session's records (or a workload already read: the engine alone)."""
+        workload = (records if isinstance(records, Workload)
+                    else Workload(records, self.names, self.profile))
         self.env.process(self._arrivals(workload))
         self.env.run()
         self.result.messages = workload.records_read
@@ -180,7 +182,7 @@ class FleetModel:
         self.result.rpc_latency.append(int(env.now) - rpc.arrival)
 
 
-def simulate(vms: list[str], records: Iterator[Record], profile: Profile | None = None,
+def simulate(vms: list[str], records: Iterator[Record] | Workload, profile: Profile | None = None,
              policy: str = "per-vm-thread") -> Result:
     """Run the SimPy model over ``records`` (a session's, header excluded)."""
     return FleetModel(vms, profile or load_profile("default"), policy).run(records)

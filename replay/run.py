@@ -66,7 +66,7 @@ class TimedRecords:
 def run(
     spec: PolicySpec,
     vms: list[str],
-    records: Iterator[SessionRecord],
+    records: Iterator[SessionRecord] | Workload,
     profile: Profile,
     *,
     seed: int = 0,
@@ -75,7 +75,8 @@ def run(
     rows: bool = True,
     on_progress: Callable[[int], None] | None = None,
 ) -> RunOutcome:
-    """Replay ``records`` (a session's, header excluded) under ``spec``.
+    """Replay ``records`` (a session's, header excluded) under ``spec``; a workload already
+    read instead (:meth:`Workload.read_all`) times the engine alone.
 
     ``observe(timeline)`` returns the consumers of the run's records (none: records are
     discarded and the tables are not kept, the engine's fastest mode). ``rows=False``
@@ -94,8 +95,13 @@ def run(
     policy = spec.cls(host, **spec.own)
     host.policy = policy
     policy.start()
-    timed = TimedRecords(records)
-    workload = Workload(iter(timed), vms, profile, hooks=host.hooks)
+    timed = None
+    if isinstance(records, Workload):
+        workload = records
+        workload.hooks = host.hooks
+    else:
+        timed = TimedRecords(records)
+        workload = Workload(iter(timed), vms, profile, hooks=host.hooks)
     host.complete_rpc = workload.complete
     slack = params.job_timeout + 1_000_000_000
 
@@ -121,7 +127,8 @@ def run(
         host.path_ids, host.path_counts, strict=True)))
     engine.record(end, RUN_END, -1, -1, -1, 0)
     flush(end)
-    simulate = time.perf_counter() - t0 - timed.seconds
+    decode = timed.seconds if timed is not None else 0.0
+    simulate = time.perf_counter() - t0 - decode
     if timeline is None:
         timeline = Timeline(spec=spec.label, vms=list(vms))
         timeline.findings = host.watch.findings
@@ -129,6 +136,6 @@ def run(
     return RunOutcome(
         timeline=timeline, end_ns=end, first_ns=workload.first_ns or 0,
         last_ns=workload.last_ns, messages=workload.records_read,
-        summary=host.watch.summary(), decode_s=timed.seconds, simulate_s=simulate,
+        summary=host.watch.summary(), decode_s=decode, simulate_s=simulate,
     )
 

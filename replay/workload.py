@@ -46,6 +46,9 @@ CLASS_CODES: Final = {"inline": INLINE, "deferred": DEFERRED, "conditional": CON
 #: Kinds of the records that pair a command with its reply.
 PAIRED: Final = frozenset({"command", "reply", "error"})
 
+#: A session time after every record (``read_all`` reads up to it).
+NEVER_READ: Final = 1 << 62
+
 NOT_SENT: Final = -1
 NEVER_SENT: Final = -2
 
@@ -175,6 +178,12 @@ class Workload:
                     self._read_past(None)
             else:
                 self._read_past(self.last_ns + lookahead)
+
+    def read_all(self) -> None:
+        """Read the rest of the session now: the replay then runs apart from building its
+        workload (how the benchmarks time the engine alone)."""
+        if not self._exhausted:
+            self._read_past(NEVER_READ)
 
     def complete(self, rpc: Rpc) -> None:
         """Read on until ``rpc``'s API call has ended (its later commands are needed now)."""
