@@ -68,7 +68,13 @@ class Engine:
         self.now = 0
         self.rng = random.Random(seed)
         #: Where timeline records go, six ints each (None: the run keeps none).
-        self.records = records
+        self.records: list[Any] | None = records
+        # The last record's time and subject, boxed once: the records of one step share
+        # them, and a time (or an id past 256) is a new int object each time it is boxed.
+        self._t = -1
+        self._t_box: object = -1
+        self._ref = -1
+        self._ref_box: object = -1
         self._heap: list[Entry] = []
         #: Entries scheduled so far (the tie-breaker of same-time entries).
         self.seq = 0
@@ -86,11 +92,17 @@ class Engine:
         to a flat list, no tuple (compiled, this is most of what keeping a timeline costs)."""
         out = self.records
         if out is not None:
-            out.append(t)
+            if t != self._t:
+                self._t = t
+                self._t_box = t
+            if ref != self._ref:
+                self._ref = ref
+                self._ref_box = ref
+            out.append(self._t_box)
             out.append(kind)
             out.append(thread)
             out.append(vm)
-            out.append(ref)
+            out.append(self._ref_box)
             out.append(value)
 
     def at(self, t: int, fn: Callable[[Any], None], arg: Any = None) -> None:
