@@ -23,7 +23,8 @@ from tracer.timeline import Kind, Timeline
 
 RUN_END: Final = int(Kind.RUN_END)
 
-#: A consumer of record chunks: flat lists, six ints per record (tracer.timeline.rows).
+#: A consumer of record chunks: flat lists, six ints per record (tracer.timeline.rows). A
+#: chunk is never changed once handed out, so a consumer may keep it as it is.
 Consumer = Callable[[Sequence[int]], None]
 
 
@@ -82,10 +83,9 @@ def run(
     discarded and the tables are not kept, the engine's fastest mode). ``rows=False``
     keeps no events and RPC rows in the timeline (consumers that need no names: metrics).
     """
-    buffer: list[int] = []
     timeline = Timeline(spec=spec.label, vms=list(vms)) if observe is not None else None
     consumers = observe(timeline) if observe is not None and timeline is not None else ()
-    engine = Engine(seed, buffer if consumers else None)
+    engine = Engine(seed, [] if consumers else None)
     params = HostParams(
         workers=spec.common["workers"], max_workers=spec.common["max_workers"],
         prio_workers=spec.common["prio_workers"], job_timeout=spec.common["job_timeout"],
@@ -114,10 +114,11 @@ def run(
 
     def flush(now: int) -> None:
         host.sync_threads()
-        if buffer:
+        chunk = engine.records
+        if chunk:
             for consume in consumers:
-                consume(buffer)
-            buffer.clear()
+                consume(chunk)
+            engine.records = []  # the consumers may keep the chunk: no copy, no clearing
         if on_progress is not None:
             on_progress(now)
 
