@@ -1,5 +1,5 @@
 """Build hook: the modules listed under ``[tool.qmpreplay] compiled`` in ``pyproject.toml``
-(the replay's hot path and the trace writer) are compiled with mypyc.
+(the session reader, the replay's hot path and the trace writer) are compiled with mypyc.
 
 The same source runs about 2.5x faster compiled (``benchmarks/``) and gives the same outputs
 (``tests/test_compiled.py``). Compiling is optional: without a C compiler, or if mypyc
