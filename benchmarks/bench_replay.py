@@ -82,14 +82,14 @@ def _input(read: bool) -> Iterator[SessionRecord] | Workload:
     return workload
 
 
-def _timer(replay: Callable[[Iterator[SessionRecord] | Workload], object],
+def _timer(simulate: Callable[[Iterator[SessionRecord] | Workload], object],
            read: bool) -> Callable[[int], float]:
     def bench(loops: int) -> float:
         total = 0.0
         for _ in range(loops):
             source = _input(read)
             t0 = time.perf_counter()
-            replay(source)
+            simulate(source)
             total += time.perf_counter() - t0
         return total
 

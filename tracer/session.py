@@ -315,12 +315,14 @@ def _in_order(obj: Any, last: dict[str, int]) -> bool:
 def read_session(path: str | os.PathLike[str], **kw: Any) -> tuple[Header, Iterator[Record]]:
     """Open a session: its header now, its records as a stream."""
     reader = SessionReader(path, **kw)
+    return reader.header, _records(reader)
 
-    def records() -> Iterator[Record]:
-        with reader:
-            yield from reader
 
-    return reader.header, records()
+def _records(reader: SessionReader) -> Iterator[Record]:
+    """The reader's records, the file closed once they are read (at module level: compiled,
+    the same generator nested in ``read_session`` could not reach its closure)."""
+    with reader:
+        yield from reader
 
 
 def validate(path: str | os.PathLike[str],
