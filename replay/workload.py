@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
+from replay.engine import NEVER
 from replay.profile import ApiCosts, Profile
 from tracer.causes import CAUSED_EVENTS, CAUSES, Attributor
 from tracer.session import Record, wire_bytes
@@ -45,9 +46,6 @@ CLASS_CODES: Final = {"inline": INLINE, "deferred": DEFERRED, "conditional": CON
 
 #: Kinds of the records that pair a command with its reply.
 PAIRED: Final = frozenset({"command", "reply", "error"})
-
-#: A session time after every record (``read_all`` reads up to it).
-NEVER_READ: Final = 1 << 62
 
 NOT_SENT: Final = -1
 NEVER_SENT: Final = -2
@@ -183,7 +181,7 @@ class Workload:
         """Read the rest of the session now: the replay then runs apart from building its
         workload (how the benchmarks time the engine alone)."""
         if not self._exhausted:
-            self._read_past(NEVER_READ)
+            self._read_past(NEVER)  # a time after every record
 
     def complete(self, rpc: Rpc) -> None:
         """Read on until ``rpc``'s API call has ended (its later commands are needed now)."""
