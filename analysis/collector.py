@@ -1,8 +1,10 @@
 """The metrics collector: a consumer of the timeline stream that keeps what results need.
 
-It takes record chunks as the replay runs (vectorised with numpy per chunk) and keeps the
-results per finished event and RPC (latencies, 8 bytes each), the arrival times of those
-still in flight, per-VM lock counters and queue peaks — never the records themselves.
+It takes record chunks as the replay runs, in one compiled pass per chunk that reads a
+record's kind and only the fields that kind needs (converting a chunk to numpy first cost
+more than the rest of the pass), and keeps the results per finished event and RPC
+(latencies, 8 bytes each, as numpy arrays per chunk), the arrival times of those still in
+flight, per-VM lock counters and queue peaks — never the records themselves.
 :meth:`Collector.results` turns them into the replay's ``--json`` object for one policy.
 Percentiles: numpy ``quantile``, linear.
 """
@@ -10,71 +12,92 @@ Percentiles: numpy ``quantile``, linear.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
 from tracer.timeline import DROP_JOB_TIMEOUT, Kind, Timeline
 
-K = Kind
 READER_ROLES = ("mainloop", "vm-thread")
 #: What lock tables sort by (columns of :func:`lock_row`, without units).
 LOCK_SORT_KEYS = ("acquired", "contended", "wait_total", "wait_avg", "wait_max",
                   "hold_total", "hold_max")
+
+LOCK_ACQUIRE: Final = int(Kind.LOCK_ACQUIRE)
+LOCK_RELEASE: Final = int(Kind.LOCK_RELEASE)
+JOB_BEGIN: Final = int(Kind.JOB_BEGIN)
+JOB_TIMEOUT: Final = int(Kind.JOB_TIMEOUT)
+HANDLER_BEGIN: Final = int(Kind.HANDLER_BEGIN)
+HANDLER_END: Final = int(Kind.HANDLER_END)
+EVENT_ARRIVE: Final = int(Kind.EVENT_ARRIVE)
+EVENT_DROPPED: Final = int(Kind.EVENT_DROPPED)
+EVENT_DONE: Final = int(Kind.EVENT_DONE)
+QUEUE_DEPTH: Final = int(Kind.QUEUE_DEPTH)
+QUEUE_BYTES: Final = int(Kind.QUEUE_BYTES)
+READ_PAUSED: Final = int(Kind.READ_PAUSED)
+READ_RESUMED: Final = int(Kind.READ_RESUMED)
+RPC_ARRIVE: Final = int(Kind.RPC_ARRIVE)
+RPC_START: Final = int(Kind.RPC_START)
+RPC_END: Final = int(Kind.RPC_END)
+SYNC_WAKE: Final = int(Kind.SYNC_WAKE)
+
+#: Flags of an item in flight.
+OPEN: Final = 1
+STARTED: Final = 2
+PRIORITY: Final = 4
 
 
 class InFlight:
     """Arrival times and flags of the items (events or RPCs) by id, for those still in flight.
 
     Ids are dense, given in arrival order, and items finish in roughly that order, so the
-    arrays cover only the ids from the oldest unfinished one up and slide past finished
+    lists cover only the ids from the oldest unfinished one up and slide past finished
     ones: memory follows how many items are in flight, not how long the session is.
     """
 
     def __init__(self) -> None:
+        #: The id at position 0.
         self.base = 0
-        self.top = 0
-        self.arrival = np.zeros(1024, np.int64)
-        self.open = np.zeros(1024, bool)
-        self.started = np.zeros(1024, bool)
-        self.priority = np.zeros(1024, bool)
+        self.arrival: list[int] = []
+        self.flags: list[int] = []
+        #: Length past which the next new id first drops the finished ids below the oldest
+        #: open one (doubles when they cannot be dropped: amortised O(1) per id).
+        self.limit = 1024
 
-    def index(self, ids: np.ndarray) -> np.ndarray:
-        """Positions of ``ids`` in the arrays (room made for new ids)."""
-        if not len(ids):
-            return ids
-        top = int(ids.max()) + 1
-        if top - self.base > len(self.arrival):
-            self._slide(top)
-        self.top = max(self.top, top)
-        idx = ids - self.base
-        if idx.min() < 0:
-            raise ValueError(f"item {int(ids.min())} referenced after it finished")
-        return idx
+    @property
+    def top(self) -> int:
+        """One past the largest id seen."""
+        return self.base + len(self.arrival)
 
-    def _slide(self, top: int) -> None:
-        """Drop the finished ids below the oldest open one, then grow to fit ``top``."""
-        used = self.top - self.base
-        still = np.flatnonzero(self.open[:used])
-        drop = int(still[0]) if len(still) else used
-        size = max(1024, 2 * (top - self.base - drop))
-        for name in ("arrival", "open", "started", "priority"):
-            old = getattr(self, name)
-            new = np.zeros(size, old.dtype)
-            new[: used - drop] = old[drop:used]
-            setattr(self, name, new)
+    def index(self, item: int) -> int:
+        """Position of ``item`` (room made for a new id)."""
+        i = item - self.base
+        if i < 0:
+            raise ValueError(f"item {item} referenced after it finished")
+        if i >= len(self.arrival):
+            if i >= self.limit:
+                self._slide()
+                i = item - self.base
+            while len(self.arrival) <= i:
+                self.arrival.append(0)
+                self.flags.append(0)
+        return i
+
+    def _slide(self) -> None:
+        """Drop the finished ids below the oldest open one."""
+        flags = self.flags
+        drop = 0
+        n = len(flags)
+        while drop < n and not flags[drop] & OPEN:
+            drop += 1
+        del self.arrival[:drop]
+        del flags[:drop]
         self.base += drop
+        self.limit = max(1024, 2 * len(flags))
 
-    def arrive(self, ids: np.ndarray, times: np.ndarray) -> np.ndarray:
-        """Items ``ids`` arrived at ``times``; their positions."""
-        idx = self.index(ids)
-        self.arrival[idx] = times
-        self.open[idx] = True
-        return idx
-
-    def still_open(self) -> np.ndarray:
+    def still_open(self) -> list[int]:
         """Positions of the items not finished yet."""
-        return np.flatnonzero(self.open[: self.top - self.base])
+        return [i for i, f in enumerate(self.flags) if f & OPEN]
 
 
 class Collector:
@@ -89,155 +112,143 @@ class Collector:
         self.rpc_latency: list[np.ndarray] = []
         self.rpc_priority: list[np.ndarray] = []
         self.rpc_queue_wait: list[np.ndarray] = []
+        self.job_waits: list[np.ndarray] = []
         #: Counts kept as they come (no per-event arrays needed for them).
-        self.path_counts = np.zeros(0, dtype=np.int64)
+        self.path_counts: list[int] = []
         self.dropped: dict[int, int] = {}
         self.rpc_errors = 0
-        self.n_events = 0
-        self.n_rpcs = 0
         self.job_timeouts = 0
         self.sync_timeouts = 0
-        self.job_waits: list[np.ndarray] = []
         self.peak_depth = 0
         self.peak_bytes = 0
         self.read_paused_ns = 0
         self.reader_stalled_ns = 0
         #: Per VM: acquired, contended, wait sum, wait max, hold sum, hold max (ns).
-        self.lock_stats = np.zeros((0, 6), dtype=np.int64)
+        self.locks: list[list[int]] = []
         self.paused_since: dict[int, int] = {}
-        self._is_reader = np.zeros(0, dtype=bool)
-        self._reader_open: dict[int, int] = {}
+        self._is_reader: list[bool] = []
+        #: Per reader thread: when its open handler stage began (-1: none open).
+        self._reader_open: list[int] = []
+
+    @property
+    def n_events(self) -> int:
+        return self.events.top
+
+    @property
+    def n_rpcs(self) -> int:
+        return self.rpcs.top
 
     def __call__(self, chunk: Sequence[int]) -> None:
         """Take a chunk of records (a flat list, six ints per record)."""
-        if not chunk:
-            return
-        a = np.fromiter(chunk, np.int64, len(chunk)).reshape(-1, 6)  # 1.5x np.array
-        t, kind, thread, vm, ref, value = a.T
-        self._events(t, kind, ref, value)
-        self._rpcs(t, kind, ref, value)
-        self.job_timeouts += int((kind == K.JOB_TIMEOUT).sum())
-        self.sync_timeouts += int(((kind == K.SYNC_WAKE) & (value < 0)).sum())
-        sel = kind == K.JOB_BEGIN
-        if sel.any():
-            self.job_waits.append(value[sel])
-        sel = kind == K.QUEUE_DEPTH
-        if sel.any():
-            self.peak_depth = max(self.peak_depth, int(value[sel].max()))
-        sel = kind == K.QUEUE_BYTES
-        if sel.any():
-            self.peak_bytes = max(self.peak_bytes, int(value[sel].max()))
-        self.read_paused_ns += int(value[kind == K.READ_RESUMED].sum())
-        for i in np.flatnonzero(kind == K.READ_PAUSED):
-            self.paused_since[int(vm[i])] = int(t[i])
-        for i in np.flatnonzero(kind == K.READ_RESUMED):
-            self.paused_since.pop(int(vm[i]), None)
-        self._locks(kind, vm, value)
-        self._reader_stalls(t, kind, thread)
+        records: list[int] = chunk if isinstance(chunk, list) else list(chunk)
+        self._readers()
+        events, rpcs = self.events, self.rpcs
+        is_reader, reader_open = self._is_reader, self._reader_open
+        ev_lat: list[int] = []
+        ev_start: list[int] = []
+        rpc_lat: list[int] = []
+        rpc_prio: list[bool] = []
+        rpc_wait: list[int] = []
+        job_waits: list[int] = []
+        for r in range(0, len(records), 6):
+            kind = records[r + 1]
+            if kind in (LOCK_ACQUIRE, LOCK_RELEASE):
+                self._lock(kind, records[r + 3], records[r + 5])
+            elif kind == EVENT_ARRIVE:
+                i = events.index(records[r + 4])
+                events.arrival[i] = records[r]
+                events.flags[i] = OPEN
+            elif kind in (HANDLER_BEGIN, HANDLER_END):
+                t = records[r]
+                th = records[r + 2]
+                if kind == HANDLER_BEGIN and records[r + 5] == 0:
+                    i = events.index(records[r + 4])
+                    if not events.flags[i] & STARTED:  # the event's first handler stage
+                        events.flags[i] = events.flags[i] | STARTED
+                        ev_start.append(t - events.arrival[i])
+                if 0 <= th < len(is_reader) and is_reader[th]:
+                    # time a monitor reader spends in handler stages, reading nothing
+                    if kind == HANDLER_BEGIN:
+                        reader_open[th] = t
+                    elif reader_open[th] >= 0:
+                        self.reader_stalled_ns += t - reader_open[th]
+                        reader_open[th] = -1
+            elif kind == EVENT_DONE:
+                i = events.index(records[r + 4])
+                ev_lat.append(records[r] - events.arrival[i])
+                events.flags[i] = events.flags[i] & ~OPEN
+                path = records[r + 5]
+                while len(self.path_counts) <= path:
+                    self.path_counts.append(0)
+                self.path_counts[path] = self.path_counts[path] + 1
+            elif kind == JOB_BEGIN:
+                job_waits.append(records[r + 5])
+            elif kind == QUEUE_DEPTH:
+                if records[r + 5] > self.peak_depth:
+                    self.peak_depth = records[r + 5]
+            elif kind == QUEUE_BYTES:
+                if records[r + 5] > self.peak_bytes:
+                    self.peak_bytes = records[r + 5]
+            elif kind == RPC_ARRIVE:
+                i = rpcs.index(records[r + 4])
+                rpcs.arrival[i] = records[r]
+                rpcs.flags[i] = OPEN | PRIORITY if records[r + 5] > 0 else OPEN
+            elif kind == RPC_START:
+                i = rpcs.index(records[r + 4])
+                rpcs.flags[i] = rpcs.flags[i] | STARTED
+                rpc_wait.append(records[r] - rpcs.arrival[i])
+            elif kind == RPC_END:
+                i = rpcs.index(records[r + 4])
+                rpc_lat.append(records[r] - rpcs.arrival[i])
+                rpc_prio.append(bool(rpcs.flags[i] & PRIORITY))
+                rpcs.flags[i] = rpcs.flags[i] & ~OPEN
+                self.rpc_errors += records[r + 5]
+            elif kind == EVENT_DROPPED:
+                i = events.index(records[r + 4])
+                events.flags[i] = events.flags[i] & ~OPEN
+                reason = records[r + 5]
+                self.dropped[reason] = self.dropped.get(reason, 0) + 1
+            elif kind == JOB_TIMEOUT:
+                self.job_timeouts += 1
+            elif kind == SYNC_WAKE:
+                if records[r + 5] < 0:
+                    self.sync_timeouts += 1
+            elif kind == READ_PAUSED:
+                self.paused_since[records[r + 3]] = records[r]
+            elif kind == READ_RESUMED:
+                self.read_paused_ns += records[r + 5]
+                self.paused_since.pop(records[r + 3], None)
+        _keep(self.event_latency, ev_lat)
+        _keep(self.event_start_latency, ev_start)
+        _keep(self.rpc_latency, rpc_lat)
+        _keep(self.rpc_queue_wait, rpc_wait)
+        _keep(self.job_waits, job_waits)
+        if rpc_prio:
+            self.rpc_priority.append(np.array(rpc_prio, bool))
 
-    def _events(self, t: np.ndarray, kind: np.ndarray, ref: np.ndarray,
-                value: np.ndarray) -> None:
-        events = self.events
-        sel = kind == K.EVENT_ARRIVE
-        events.arrive(ref[sel], t[sel])
-        sel = (kind == K.HANDLER_BEGIN) & (value == 0)
-        if sel.any():  # the first handler stage of each event that had none yet
-            ids, first = np.unique(ref[sel], return_index=True)
-            idx = events.index(ids)
-            new = ~events.started[idx]
-            idx = idx[new]
-            events.started[idx] = True
-            self.event_start_latency.append(t[sel][first][new] - events.arrival[idx])
-        sel = kind == K.EVENT_DONE
-        if sel.any():
-            idx = events.index(ref[sel])
-            self.event_latency.append(t[sel] - events.arrival[idx])
-            events.open[idx] = False
-            counts = np.bincount(value[sel])
-            if len(counts) > len(self.path_counts):
-                counts[: len(self.path_counts)] += self.path_counts
-                self.path_counts = counts
-            else:
-                self.path_counts[: len(counts)] += counts
-        sel = kind == K.EVENT_DROPPED
-        if sel.any():
-            events.open[events.index(ref[sel])] = False
-            for reason, count in zip(*np.unique(value[sel], return_counts=True), strict=True):
-                self.dropped[int(reason)] = self.dropped.get(int(reason), 0) + int(count)
-        self.n_events = events.top
+    def _lock(self, kind: int, vm: int, value: int) -> None:
+        """Count a mutex acquisition (``value``: its wait) or release (its hold)."""
+        while len(self.locks) <= vm:
+            self.locks.append([0] * 6)
+        s = self.locks[vm]  # (augmented assignments to items and max() are not native)
+        if kind == LOCK_ACQUIRE:
+            s[0] = s[0] + 1
+            if value > 0:
+                s[1] = s[1] + 1
+            s[2] = s[2] + value
+            if value > s[3]:
+                s[3] = value
+        else:
+            s[4] = s[4] + value
+            if value > s[5]:
+                s[5] = value
 
-    def _rpcs(self, t: np.ndarray, kind: np.ndarray, ref: np.ndarray,
-              value: np.ndarray) -> None:
-        rpcs = self.rpcs
-        sel = kind == K.RPC_ARRIVE
-        idx = rpcs.arrive(ref[sel], t[sel])  # may move the arrays: index them after
-        rpcs.priority[idx] = value[sel] > 0
-        self.n_rpcs = rpcs.top
-        sel = kind == K.RPC_START
-        if sel.any():
-            idx = rpcs.index(ref[sel])
-            rpcs.started[idx] = True
-            self.rpc_queue_wait.append(t[sel] - rpcs.arrival[idx])
-        sel = kind == K.RPC_END
-        if sel.any():
-            idx = rpcs.index(ref[sel])
-            self.rpc_latency.append(t[sel] - rpcs.arrival[idx])
-            self.rpc_priority.append(rpcs.priority[idx])
-            rpcs.open[idx] = False
-            self.rpc_errors += int(value[sel].sum())
-
-    def _locks(self, kind: np.ndarray, vm: np.ndarray, value: np.ndarray) -> None:
-        """Per-VM mutex counters, grouped with numpy (one pass per chunk, any VM count)."""
-        acq = kind == K.LOCK_ACQUIRE
-        rel = kind == K.LOCK_RELEASE
-        if not (acq.any() or rel.any()):
-            return
-        n = int(vm[acq | rel].max()) + 1
-        stats = self.lock_stats
-        if len(stats) < n:
-            stats = self.lock_stats = np.vstack([stats, np.zeros((n - len(stats), 6), np.int64)])
-        wv, waits = vm[acq], value[acq]
-        hv, holds = vm[rel], value[rel]
-        stats[:, 0] += np.bincount(wv, minlength=len(stats))
-        stats[:, 1] += np.bincount(wv, weights=waits > 0, minlength=len(stats)).astype(np.int64)
-        stats[:, 2] += np.bincount(wv, weights=waits, minlength=len(stats)).astype(np.int64)
-        np.maximum.at(stats[:, 3], wv, waits)
-        stats[:, 4] += np.bincount(hv, weights=holds, minlength=len(stats)).astype(np.int64)
-        np.maximum.at(stats[:, 5], hv, holds)
-
-    def _reader_stalls(self, t: np.ndarray, kind: np.ndarray, thread: np.ndarray) -> None:
-        """Time monitor readers spend in handler stages (lock waits included): reading
-        nothing meanwhile."""
+    def _readers(self) -> None:
+        """Note which threads read a monitor (threads registered since the last chunk)."""
         roles = self.timeline.threads
-        if len(self._is_reader) < len(roles):
-            self._is_reader = np.array([r.role in READER_ROLES for r in roles], dtype=bool)
-        sel = (kind == K.HANDLER_BEGIN) | (kind == K.HANDLER_END)
-        sel &= thread >= 0
-        if not sel.any() or not len(self._is_reader):
-            return
-        idx = np.flatnonzero(sel)
-        idx = idx[self._is_reader[thread[idx]]]
-        # Each reader's records in order (a stable sort by thread): an END closes the BEGIN
-        # just before it; one first in the chunk closes what the last chunk left open.
-        order = np.argsort(thread[idx], kind="stable")
-        th, ts, begin = thread[idx][order], t[idx][order], kind[idx][order] == K.HANDLER_BEGIN
-        first = np.ones(len(th), bool)
-        first[1:] = th[1:] != th[:-1]
-        closes = ~begin & ~first
-        closes[1:] &= begin[:-1]
-        at = np.flatnonzero(closes)
-        stalled = int((ts[at] - ts[at - 1]).sum())
-        open_at = self._reader_open
-        for i in np.flatnonzero(first & ~begin).tolist():
-            stalled += int(ts[i]) - open_at.pop(int(th[i]), int(ts[i]))
-        last = np.ones(len(th), bool)
-        last[:-1] = first[1:]
-        for i in np.flatnonzero(last).tolist():
-            if begin[i]:
-                open_at[int(th[i])] = int(ts[i])
-            else:
-                open_at.pop(int(th[i]), None)
-        self.reader_stalled_ns += stalled
+        while len(self._is_reader) < len(roles):
+            self._is_reader.append(roles[len(self._is_reader)].role in READER_ROLES)
+            self._reader_open.append(-1)
 
     def results(self, end_ns: int, watch: dict[str, Any]) -> dict[str, Any]:
         """The ``--json`` object of one policy (without ``spec`` and ``timing``)."""
@@ -251,12 +262,13 @@ class Collector:
         completed = len(rpc_lat)
         prio = np.concatenate(self.rpc_priority) if self.rpc_priority else np.zeros(0, bool)
         rpcs = self.rpcs
-        waiting = rpcs.still_open()  # never taken by a worker: they waited until the end
-        waiting = waiting[~rpcs.started[waiting]]
-        queue_wait = _ms([*self.rpc_queue_wait, end_ns - rpcs.arrival[waiting]])
-        waits = np.concatenate(self.job_waits) / 1e6 if self.job_waits else np.zeros(0)
+        # never taken by a worker: they waited until the end
+        waiting = [end_ns - rpcs.arrival[i] for i in rpcs.still_open()
+                   if not rpcs.flags[i] & STARTED]
+        queue_wait = _ms([*self.rpc_queue_wait, np.array(waiting, np.int64)])
+        waits = _ms(self.job_waits)
         paused = self.read_paused_ns + sum(end_ns - t for t in self.paused_since.values())
-        paths = {self.timeline.paths[pid]: int(count)
+        paths = {self.timeline.paths[pid]: count
                  for pid, count in enumerate(self.path_counts) if count}
         findings = [f.to_json() for f in self.timeline.findings]
         deadlocks = sum(1 for f in self.timeline.findings
@@ -285,8 +297,8 @@ class Collector:
             "rpcs_unfinished": m - completed,
             "deadlocks": deadlocks,
             "ordering_violations": watch["ordering_violations"],
-            "locks": {self.timeline.vms[v]: lock_row([int(x) for x in s])
-                      for v, s in enumerate(self.lock_stats) if s[0] or s[4]},
+            "locks": {self.timeline.vms[v]: lock_row(s)
+                      for v, s in enumerate(self.locks) if s[0] or s[4]},
             "findings": findings,
             "findings_suppressed": watch["suppressed"],
             "end_ns": end_ns,
@@ -299,6 +311,12 @@ def lock_row(s: list[int]) -> dict[str, Any]:
             "wait_avg_ms": wait_sum / 1e6 / acquired if acquired else 0.0,
             "wait_max_ms": wait_max / 1e6, "hold_total_ms": hold_sum / 1e6,
             "hold_max_ms": hold_max / 1e6}
+
+
+def _keep(parts: list[np.ndarray], values: list[int]) -> None:
+    """A chunk's values, kept as one int64 array (8 bytes each, not a Python int each)."""
+    if values:
+        parts.append(np.array(values, np.int64))
 
 
 def _ms(parts: list[np.ndarray]) -> np.ndarray:

@@ -223,3 +223,15 @@ def test_collector_results_do_not_depend_on_chunking(policy: str) -> None:
     watch = {"ordering_violations": 0, "suppressed": {}}
     assert whole.results(outcome.end_ns, watch) == pieces.results(outcome.end_ns, watch)
     assert whole.results(outcome.end_ns, watch)["events_handled"] > 0
+
+
+def test_collector_keeps_a_pause_that_reopens_within_a_chunk() -> None:
+    """Paused, resumed and paused again in one chunk: the second pause stays open to the
+    end (records are taken in order, not grouped by kind)."""
+    tl = Timeline(spec="s", vms=["vm-a"], threads=[ThreadInfo("main-loop", "mainloop")])
+    collector = Collector(tl)
+    collector([10, K.READ_PAUSED, 0, A, -1, 0,
+               20, K.READ_RESUMED, 0, A, -1, 10,
+               30, K.READ_PAUSED, 0, A, -1, 0])
+    results = collector.results(100, {"ordering_violations": 0, "suppressed": {}})
+    assert results["read_paused_ns"] == 10 + (100 - 30)
