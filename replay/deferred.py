@@ -57,7 +57,7 @@ class DeferredWorker:
     def _run(self) -> Generator[int | None, None, None]:
         th = self.thread
         queue = self.queue
-        deferred_stage = self.host.deferred_stage
+        host = self.host
         while True:
             if not queue.items:
                 self.idle = True
@@ -65,4 +65,4 @@ class DeferredWorker:
                 th.busy_vm = -1
                 yield PARK
                 continue
-            yield from deferred_stage(th, queue.pop(), PATH)
+            yield from host.deferred_stage(th, queue.pop(), PATH)

@@ -81,11 +81,12 @@ class MainLoopReader:
     def _run(self) -> Generator[int | None, None, None]:
         th = self.thread
         host = self.host
-        read_cost = host.profile.read_cost
-        submit = host.pool.submit
+        # Methods of compiled classes are called on their objects, not bound to locals:
+        # compiled, a bound method is a Python-level call that parses its arguments.
+        profile = host.profile
+        pool = host.pool
         ready = self.ready
         queued = self.queued
-        inbox_ready = self.inbox_ready
         on_event = self.on_event
         from replay.host import VM
 
@@ -98,7 +99,7 @@ class MainLoopReader:
                 continue
             item = heappop(ready).item
             if type(item) is not VM:
-                submit(item)  # type: ignore[arg-type]
+                pool.submit(item)  # type: ignore[arg-type]
                 continue
             vm = item
             index = vm.index
@@ -106,12 +107,12 @@ class MainLoopReader:
             if vm.paused or not vm.inbox:
                 continue
             msg = vm.inbox.popleft()
-            cost = read_cost(msg.size)
+            cost = profile.read_cost(msg.size)
             if cost:
                 th.busy_vm = index
                 yield cost
             ev = host.received(th, vm, msg)
-            inbox_ready(vm)
+            self.inbox_ready(vm)
             if ev is not None:
                 work = on_event(th, ev)
                 if work is not None:
@@ -139,7 +140,7 @@ class VmReader:
         th = self.thread
         vm = self.vm
         host = self.host
-        read_cost = host.profile.read_cost
+        profile = host.profile
         inbox = vm.inbox
         on_event = self.on_event
         while True:
@@ -149,7 +150,7 @@ class VmReader:
                 yield PARK
                 continue
             msg = inbox.popleft()
-            cost = read_cost(msg.size)
+            cost = profile.read_cost(msg.size)
             if cost:
                 th.busy_vm = vm.index
                 yield cost
