@@ -6,8 +6,8 @@ return ``0`` when the thread may go on at once and ``PARK`` when it must wait, s
 writes ``yield vm.mutex.lock(th)`` and a free lock costs a flag test, not a scheduled event.
 
 Three things drive time: a heap of :class:`Entry` (a callback, or a thread's turn: a
-thread is its own entry, so scheduling one allocates nothing), a stream of workload
-arrivals merged outside the heap (so a session never sits in memory), and *settle*
+thread is its own entry, so scheduling one allocates nothing), :class:`Arrivals` from the
+workload merged outside the heap (so a session never sits in memory), and *settle*
 callbacks that run once every callback at the current ns has run (a non-fair mutex draws
 its next holder then, among every thread that contended during that ns).
 
@@ -19,7 +19,7 @@ the heap would have handed it back next anyway, so the order of everything is un
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable
 from typing import Any, Final
 
 #: What a thread yields to block until woken.
@@ -30,7 +30,40 @@ GO: Final = 0
 NEVER: Final = 1 << 62
 
 Body = Generator[int | None, None, None]
-Arrival = tuple[int, Callable[[Any], None], Any]
+
+
+class Arrivals:
+    """What arrives from outside the heap, in time order (a session's workload). The engine
+    pulls one arrival ahead: :meth:`next_time`, then :meth:`arrive` when the clock gets
+    there. Compiled, both are native calls: no tuple and no Python-level call per arrival.
+    This base has none."""
+
+    def next_time(self) -> int:
+        """Pull the next arrival; its time, or :data:`NEVER` when there is none left."""
+        return NEVER
+
+    def arrive(self) -> None:
+        """Deliver the arrival pulled last (the clock is at its time)."""
+
+
+class Calls(Arrivals):
+    """Arrivals given as ``(t, fn, arg)`` in time order: ``fn(arg)`` at ``t``."""
+
+    def __init__(self, calls: Iterable[tuple[int, Callable[[Any], None], Any]]) -> None:
+        self.calls = iter(calls)
+        self.fn: Callable[[Any], None] | None = None
+        self.arg: Any = None
+
+    def next_time(self) -> int:
+        nxt = next(self.calls, None)
+        if nxt is None:
+            return NEVER
+        t, self.fn, self.arg = nxt
+        return t
+
+    def arrive(self) -> None:
+        assert self.fn is not None
+        self.fn(self.arg)
 
 
 class Entry:
@@ -161,17 +194,18 @@ class Engine:
         """Call ``fn()`` once every callback at the current ns has run."""
         self._settle.append(fn)
 
-    def run(self, arrivals: Iterator[Arrival],
+    def run(self, arrivals: Arrivals | None = None,
             progress: Callable[[int], None] | None = None) -> int:
         """Run until nothing is left to do (or :attr:`horizon`); return the end time.
 
-        ``arrivals`` yields ``(t, fn, arg)`` in time order; it is pulled lazily.
-        ``progress(now)`` is called every 65,536 steps (consumers flush records then).
+        ``arrivals`` are pulled one ahead, as the clock reaches them (none: only what is
+        scheduled already). ``progress(now)`` is called every 65,536 steps (consumers flush
+        records then).
         """
         heap = self._heap
         settle = self._settle
-        nxt = next(arrivals, None)
-        t_next = self.t_next = nxt[0] if nxt is not None else NEVER
+        source = arrivals if arrivals is not None else Arrivals()
+        t_next = self.t_next = source.next_time()
         steps = 0
         while True:
             t = heap[0].t if heap else NEVER
@@ -191,7 +225,7 @@ class Engine:
                 if not steps & 0xFFFF and progress is not None:
                     progress(t)
                 continue
-            if nxt is None:
+            if t_next == NEVER:
                 if settle:
                     self._run_settle()
                     continue
@@ -204,9 +238,8 @@ class Engine:
                     self.now = self.horizon
                     break
                 self.now = t_next
-            nxt[1](nxt[2])
-            nxt = next(arrivals, None)
-            t_next = self.t_next = nxt[0] if nxt is not None else NEVER
+            source.arrive()
+            t_next = self.t_next = source.next_time()
         return self.now
 
     def _run_settle(self) -> None:

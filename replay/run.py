@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Final
 
-from replay.engine import Engine
+from replay.engine import NEVER, Arrivals, Engine
 from replay.host import Host, HostParams
 from replay.policy import PolicySpec
 from replay.profile import Profile
-from replay.workload import Rpc, Workload
+from replay.workload import Item, Rpc, Workload
 from tracer.session import Record as SessionRecord
 from tracer.timeline import Kind, Timeline
 
@@ -41,6 +41,34 @@ class RunOutcome:
     decode_s: float = 0.0
     simulate_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+class SessionArrivals(Arrivals):
+    """A workload's items, each handed to the host as the clock reaches it. The horizon
+    follows the last record read: the run ends at most ``slack`` after the session."""
+
+    def __init__(self, engine: Engine, host: Host, workload: Workload, slack: int) -> None:
+        self.engine = engine
+        self.host = host
+        self.workload = workload
+        self.items = workload.items()
+        self.slack = slack
+        self.item: Item | None = None
+
+    def next_time(self) -> int:
+        nxt = next(self.items, None)
+        self.engine.horizon = self.workload.last_ns + self.slack
+        if nxt is None:
+            return NEVER
+        self.item = nxt[1]
+        return nxt[0]
+
+    def arrive(self) -> None:
+        item = self.item
+        if isinstance(item, Rpc):
+            self.host.arrive_rpc(item)
+        elif item is not None:
+            self.host.arrive_event(item)
 
 
 class TimedRecords:
@@ -103,14 +131,7 @@ def run(
         timed = TimedRecords(records)
         workload = Workload(iter(timed), vms, profile, hooks=host.hooks)
     host.complete_rpc = workload.complete
-    slack = params.job_timeout + 1_000_000_000
-
-    def arrivals() -> Iterator[tuple[int, Callable[[Any], None], Any]]:
-        arrive_rpc, arrive_event = host.arrive_rpc, host.arrive_event
-        for t, item in workload.items():
-            engine.horizon = workload.last_ns + slack
-            yield t, (arrive_rpc if type(item) is Rpc else arrive_event), item
-        engine.horizon = workload.last_ns + slack
+    arrivals = SessionArrivals(engine, host, workload, params.job_timeout + 1_000_000_000)
 
     def flush(now: int) -> None:
         host.sync_threads()
@@ -123,7 +144,7 @@ def run(
             on_progress(now)
 
     t0 = time.perf_counter()
-    end = engine.run(arrivals(), progress=flush)
+    end = engine.run(arrivals, progress=flush)
     host.watch.finish(workload.first_ns or 0, workload.last_ns, dict(zip(
         host.path_ids, host.path_counts, strict=True)))
     engine.record(end, RUN_END, -1, -1, -1, 0)

@@ -132,7 +132,7 @@ class Rig:
         return [r for r in self.records if r[1] == kind]
 
     def run(self) -> int:
-        return self.engine.run(iter(()))
+        return self.engine.run()
 
 
 def rig(*, seed: int = 0, vms: int = 1, **params: Any) -> Rig:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from replay_helpers import Rig, rig
 
-from replay.engine import GO, PARK, Engine, Thread
+from replay.engine import GO, PARK, Calls, Engine, Thread
 from replay.job import timeout_message
 from replay.profile import ApiCosts
 from replay.rpcpool import RpcPool
@@ -31,7 +31,7 @@ def test_callbacks_run_in_time_order_and_same_ns_in_call_order() -> None:
     seen: list[tuple[int, str]] = []
     for t, tag in ((5, "a"), (3, "b"), (5, "c"), (4, "d"), (5, "e")):
         engine.at(t, lambda tag: seen.append((engine.now, tag)), tag)
-    assert engine.run(iter(())) == 5
+    assert engine.run() == 5
     assert seen == [(3, "b"), (4, "d"), (5, "a"), (5, "c"), (5, "e")]
 
 
@@ -48,7 +48,7 @@ def test_a_thread_scheduled_twice_is_refused_and_runs_once_after() -> None:
     th.start(body())
     with pytest.raises(RuntimeError, match="scheduled twice"):
         th.turn(3)  # it already has a turn pending: a second one would corrupt the heap
-    assert engine.run(iter(())) == 7
+    assert engine.run() == 7
     assert steps == [0, 7]
     th.turn(9)  # off the heap again: it may be scheduled
 
@@ -66,7 +66,7 @@ def test_settle_runs_once_every_callback_of_the_ns_has_run() -> None:
     engine.at(10, first)
     engine.at(10, lambda _: seen.append("second"))
     engine.at(11, lambda _: seen.append("next ns"))
-    engine.run(iter(()))
+    engine.run()
     assert seen == ["first", "second", "late same-ns", ("settle", 10), "next ns"]
 
 
@@ -78,7 +78,7 @@ def test_settle_runs_before_a_later_arrival_and_at_the_end() -> None:
         seen.append((engine.now, tag))
         engine.settle(lambda: seen.append((engine.now, "settle " + tag)))
 
-    arrivals = iter([(7, arrive, "x"), (9, arrive, "y")])
+    arrivals = Calls([(7, arrive, "x"), (9, arrive, "y")])
     engine.run(arrivals)
     assert seen == [(7, "x"), (7, "settle x"), (9, "y"), (9, "settle y")]
 
@@ -92,7 +92,7 @@ def test_arrivals_merge_with_callbacks_in_time_order() -> None:
 
     engine.at(5, note, "heap")
     engine.at(15, note, "heap")
-    assert engine.run(iter([(10, note, "arrival"), (20, note, "arrival")])) == 20
+    assert engine.run(Calls([(10, note, "arrival"), (20, note, "arrival")])) == 20
     assert seen == [(5, "heap"), (10, "arrival"), (15, "heap"), (20, "arrival")]
 
 
@@ -102,7 +102,7 @@ def test_horizon_stops_the_run_there() -> None:
     engine.at(50, lambda _: seen.append(engine.now))
     engine.at(150, lambda _: seen.append(engine.now))
     engine.horizon = 100
-    assert engine.run(iter(())) == 100
+    assert engine.run() == 100
     assert seen == [50]
 
 
@@ -125,7 +125,7 @@ def test_thread_spends_cpu_goes_on_at_go_parks_and_is_woken() -> None:
     th.start(body())
     engine.at(500, lambda _: th.wake())
     # start at 0; CPU to 100; GO continues at 100; parked until the wake at 500; +25
-    assert engine.run(iter(())) == 525
+    assert engine.run() == 525
     assert marks == [("start", 0), ("after 100 ns of CPU", 100), ("after GO", 100),
                      ("woken", 500), ("end", 525)]
 
@@ -383,7 +383,7 @@ def test_prio_workers_take_only_high_priority_rpcs_normal_workers_the_head() -> 
     rpcs = [Rpc(0, "n1", 10, _costs(False)), Rpc(0, "n2", 20, _costs(False)),
             Rpc(0, "destroy", 30, _costs(True)), Rpc(0, "n3", 40, _costs(False)),
             Rpc(0, "lookup", 2500, _costs(True))]
-    engine.run(iter([(rpc.arrival, pool.submit, rpc) for rpc in rpcs]))
+    engine.run(Calls([(rpc.arrival, pool.submit, rpc) for rpc in rpcs]))
     # rpc-0 runs n1 [10, 1010); n2 queues; the prio worker skips n2 and takes destroy at
     # 30 [30, 1030); it does not take n3 at 1030 (not high priority); rpc-0 takes the head
     # n2 at 1010, then n3 at 2010; at 2500 the idle prio worker is not first in line: the
@@ -396,6 +396,6 @@ def test_prio_workers_take_only_high_priority_rpcs_normal_workers_the_head() -> 
 def test_normal_worker_takes_a_high_priority_rpc_at_the_head() -> None:
     engine, pool, runs = _pool()
     destroy = Rpc(0, "destroy", 10, _costs(True))
-    engine.run(iter([(10, pool.submit, destroy)]))
+    engine.run(Calls([(10, pool.submit, destroy)]))
     # an idle normal worker takes whatever is at the head, priority or not
     assert runs == [("rpc-0", "destroy", 10)]
