@@ -7,13 +7,13 @@ live here, written against the primitives, and policies stay short.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from replay.condition import DomainCondition
 from replay.engine import Engine, Thread
+from replay.fifo import Fifo
 from replay.findings import Watch
 from replay.job import Job
 from replay.mutex import Mutex
@@ -109,7 +109,7 @@ class VM:
                        timeout=params.job_timeout, max_queued=params.max_queued)
         self.cond = DomainCondition(engine, index, self.mutex, watch)
         #: Messages that arrived on the socket and are not read yet (replies and events).
-        self.inbox: deque[Event | Reply] = deque()
+        self.inbox: Fifo[Event | Reply] = Fifo()
         self.paused = False
         self.paused_since = 0
         self.dead = False
@@ -119,7 +119,7 @@ class VM:
         #: The awaited reply has arrived on the socket but is not read yet.
         self.reply_unread = False
         #: Events that arrived and are not handled yet, in arrival order (ordering check).
-        self.unhandled: deque[Event] = deque()
+        self.unhandled: Fifo[Event] = Fifo()
         #: The policy's per-VM event queue, if it has one.
         self.queue: EventQueue | None = None
         #: The event thread serving this VM (pool), if any.

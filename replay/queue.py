@@ -6,10 +6,10 @@ is full); the queue itself only counts, so every policy's queues are traced for 
 
 from __future__ import annotations
 
-from collections import deque
 from typing import TYPE_CHECKING, Final
 
 from replay.engine import Engine
+from replay.fifo import Fifo
 from tracer.timeline import Kind
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ class EventQueue(Gauge):
 
     def __init__(self, engine: Engine, qid: int, vm: int) -> None:
         super().__init__(engine, qid, vm)
-        self.items: deque[Event] = deque()
+        self.items: Fifo[Event] = Fifo()
 
     def __len__(self) -> int:
         return self.depth

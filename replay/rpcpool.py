@@ -7,11 +7,11 @@ one normal worker when every worker is busy and a call is queued, up to ``max_wo
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING
 
 from replay.engine import PARK, Engine, Thread
+from replay.fifo import Fifo
 
 if TYPE_CHECKING:
     from replay.workload import Rpc
@@ -25,7 +25,7 @@ class RpcPool:
         self.engine = engine
         self.run = run
         self.max_workers = max(workers, max_workers)
-        self.queue: deque[Rpc] = deque()
+        self.queue: Fifo[Rpc] = Fifo()
         self.idle: list[Thread] = []
         self.idle_prio: list[Thread] = []
         self.normal = 0
