@@ -44,7 +44,11 @@ class Fifo(Generic[T]):
         return self._items[self._head + i]
 
     def __iter__(self) -> Iterator[T]:
-        return iter(self._items[self._head:])
+        """Head to tail, lazily (a scan that stops early costs what it reads); the FIFO
+        must not change meanwhile."""
+        items = self._items
+        for i in range(self._head, len(items)):
+            yield items[i]
 
     def append(self, item: T) -> None:
         self._items.append(item)
