@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
@@ -27,10 +27,12 @@ from replay.scenarios import SCENARIOS
 from tracer import __version__
 from tracer.cli_common import fail
 from tracer.defaults import default_session
-from tracer.perfetto import TraceWriter
-from tracer.rundir import EventTableWriter, TimelineWriter, tables_json, write_json
 from tracer.session import SessionError, SessionReader
 from tracer.timeline import Timeline, rows
+
+if TYPE_CHECKING:
+    from tracer.perfetto import TraceWriter
+    from tracer.rundir import EventTableWriter, TimelineWriter
 
 Chunk = Sequence[int]
 
@@ -87,11 +89,17 @@ def replay_session(
     size = max(1, session.stat().st_size)
     policies: list[dict[str, Any]] = []
     tables: list[dict[str, Any]] = []
+    # The Perfetto protos and pyarrow take about 0.08 s to import: a replay that writes no
+    # trace and no run directory does not load them.
+    if trace is not None:
+        from tracer.perfetto import TraceWriter
+    if out is not None:
+        from tracer import rundir
     started = time.perf_counter()
     with ExitStack() as stack:
         tracer_out = stack.enter_context(TraceWriter(str(trace))) if trace else None
-        parquet = TimelineWriter(out / "timeline.parquet") if out else None
-        events_out = EventTableWriter(out / "events.parquet") if out else None
+        parquet = rundir.TimelineWriter(out / "timeline.parquet") if out else None
+        events_out = rundir.EventTableWriter(out / "events.parquet") if out else None
         for w in (parquet, events_out):
             if w is not None:
                 stack.callback(w.close)
@@ -110,19 +118,19 @@ def replay_session(
             result["messages"] = outcome.messages
             policies.append(result)
             if out is not None:
-                tables.append(tables_json(outcome.timeline))
+                tables.append(rundir.tables_json(outcome.timeline))
     write_s = time.perf_counter() - started - sum(
         p["timing"]["decode_s"] + p["timing"]["simulate_s"] for p in policies)
     results = {"session": str(session), "seed": seed, "cost_profile": profile.name,
                "policies": policies, "timing": {"write_s": round(max(0.0, write_s), 6)}}
     if out is not None:
-        write_json(out / "run.json", {
+        rundir.write_json(out / "run.json", {
             "session": str(session), "session_sha256": sha256(session),
             "specs": [s.label for s in specs], "seed": seed, "cost_profile": cost_profile,
             "starvation_k": starvation_k, "tool": f"qmpreplay {__version__}",
         })
-        write_json(out / "results.json", results)
-        write_json(out / "tables.json", tables)
+        rundir.write_json(out / "results.json", results)
+        rundir.write_json(out / "tables.json", tables)
     return results
 
 
