@@ -58,6 +58,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Final, overload
 
+import numpy as np
+
 
 class Kind(IntEnum):
     """Timeline record kinds (stable numbers: they are stored in Parquet)."""
@@ -97,6 +99,9 @@ DROP_NOT_SENT: Final = 3      # caused by a command that the replay never sent
 
 #: Event classes (from the cost profile).
 CLASSES: Final = ("inline", "deferred", "conditional", "inline+deferred")
+#: Rows a table buffers before it moves them into its columns: compiled, a list append is
+#: a native call, an array's a method looked up by name that parses its argument (10x).
+PENDING_ROWS: Final = 4096
 
 
 def owner_is_event(owner: int) -> bool:
@@ -183,6 +188,7 @@ class EventTable(MutableSequence[EventInfo]):
     """The events table in columns: about 20 bytes per event, whatever the run's length.
 
     Indexing builds an :class:`EventInfo`; only ``append`` adds rows (ids never move).
+    New rows wait in a list until read or until there are :data:`PENDING_ROWS` of them.
     """
 
     def __init__(self, rows: list[EventInfo] | None = None) -> None:
@@ -192,10 +198,16 @@ class EventTable(MutableSequence[EventInfo]):
         self._arrival = array("q")
         self._size = array("q")
         self._names = _Names()
+        #: Rows not in the columns yet, flat, a value per column each.
+        self._pending: list[int] = []
         for row in rows or ():
             self.append(row)
 
+    def _settle(self) -> None:
+        _move(self._pending, (self._vm, self._name, self._cls, self._arrival, self._size))
+
     def __len__(self) -> int:
+        self._settle()
         return len(self._vm)
 
     @overload
@@ -205,6 +217,7 @@ class EventTable(MutableSequence[EventInfo]):
     def __getitem__(self, i: int | slice) -> EventInfo | list[EventInfo]:
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
+        self._settle()
         return EventInfo(self._vm[i], self._names.names[self._name[i]], CLASSES[self._cls[i]],
                          self._arrival[i], self._size[i])
 
@@ -213,6 +226,7 @@ class EventTable(MutableSequence[EventInfo]):
 
     def name(self, i: int) -> str:
         """Event ``i``'s name without building its row (trace writers need only that)."""
+        self._settle()
         return self._names.names[self._name[i]]
 
     def append(self, row: EventInfo) -> None:
@@ -220,11 +234,14 @@ class EventTable(MutableSequence[EventInfo]):
 
     def add(self, vm: int, name: str, cls: int, arrival_ns: int, size: int) -> None:
         """Append a row without building an EventInfo (``cls`` indexes CLASSES)."""
-        self._vm.append(vm)
-        self._name.append(self._names.id(name))
-        self._cls.append(cls)
-        self._arrival.append(arrival_ns)
-        self._size.append(size)
+        pending = self._pending
+        pending.append(vm)
+        pending.append(self._names.id(name))
+        pending.append(cls)
+        pending.append(arrival_ns)
+        pending.append(size)
+        if len(pending) >= 5 * PENDING_ROWS:
+            self._settle()
 
     def __setitem__(self, i: Any, row: Any) -> None:
         raise TypeError("event rows are appended, never replaced")
@@ -248,10 +265,17 @@ class RpcTable(MutableSequence[RpcInfo]):
         self._names = _Names()
         self._lists: list[tuple[str, ...]] = []
         self._list_ids: dict[tuple[str, ...], int] = {}
+        #: Rows not in the columns yet (as in :class:`EventTable`).
+        self._pending: list[int] = []
         for row in rows or ():
             self.append(row)
 
+    def _settle(self) -> None:
+        _move(self._pending,
+              (self._vm, self._api, self._arrival, self._priority, self._commands))
+
     def __len__(self) -> int:
+        self._settle()
         return len(self._vm)
 
     @overload
@@ -261,6 +285,7 @@ class RpcTable(MutableSequence[RpcInfo]):
     def __getitem__(self, i: int | slice) -> RpcInfo | list[RpcInfo]:
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
+        self._settle()
         return RpcInfo(self._vm[i], self._names.names[self._api[i]], self._arrival[i],
                        bool(self._priority[i]), list(self._lists[self._commands[i]]))
 
@@ -273,22 +298,28 @@ class RpcTable(MutableSequence[RpcInfo]):
     def add(self, vm: int, api: str, arrival_ns: int, priority: bool,
             commands: tuple[str, ...]) -> None:
         """Append a row without building an RpcInfo."""
-        self._vm.append(vm)
-        self._api.append(self._names.id(api))
-        self._arrival.append(arrival_ns)
-        self._priority.append(priority)
-        self._commands.append(self._list_id(commands))
+        pending = self._pending
+        pending.append(vm)
+        pending.append(self._names.id(api))
+        pending.append(arrival_ns)
+        pending.append(1 if priority else 0)
+        pending.append(self._list_id(commands))
+        if len(pending) >= 5 * PENDING_ROWS:
+            self._settle()
 
     def api(self, i: int) -> str:
         """RPC ``i``'s API name without building its row."""
+        self._settle()
         return self._names.names[self._api[i]]
 
     def command(self, i: int, n: int) -> str:
         """The name of RPC ``i``'s ``n``-th QMP command."""
+        self._settle()
         return self._lists[self._commands[i]][n]
 
     def set_commands(self, i: int, commands: tuple[str, ...]) -> None:
         """The commands of an API call, once the session has shown them all."""
+        self._settle()
         self._commands[i] = self._list_id(commands)
 
     def _list_id(self, commands: tuple[str, ...]) -> int:
@@ -306,6 +337,16 @@ class RpcTable(MutableSequence[RpcInfo]):
 
     def insert(self, i: int, row: RpcInfo) -> None:
         raise TypeError("RPC rows are appended, never inserted")
+
+
+def _move(pending: list[int], columns: tuple[array[int], ...]) -> None:
+    """Move flat pending rows (a value per column each) into the columns, through numpy
+    (an array's own ``extend`` parses each value as an argument: 4x slower)."""
+    if pending:
+        n = len(columns)
+        for k, column in enumerate(columns):
+            column.frombytes(np.array(pending[k::n], column.typecode).tobytes())
+        pending.clear()
 
 
 def rows(chunk: Sequence[int]) -> Iterator[tuple[int, int, int, int, int, int]]:
