@@ -164,7 +164,7 @@ class Workload:
         while True:
             if ready:
                 due = ready[0][0] + lookahead
-                if self.last_ns <= due and not self._exhausted:
+                if self.last_ns <= due:
                     self._read_past(due)
                 item = ready.popleft()
                 self._handed_ns = item[0]
@@ -180,8 +180,7 @@ class Workload:
     def read_all(self) -> None:
         """Read the rest of the session now: the replay then runs apart from building its
         workload (how the benchmarks time the engine alone)."""
-        if not self._exhausted:
-            self._read_past(NEVER)  # a time after every record
+        self._read_past(NEVER)  # a time after every record
 
     def complete(self, rpc: Rpc) -> None:
         """Read on until ``rpc``'s API call has ended (its later commands are needed now)."""
@@ -190,12 +189,13 @@ class Workload:
 
     def _read_past(self, t: int | None) -> None:
         """Read on until a record after ``t`` (not before ``last_ns``) has been read; None:
-        read one record."""
+        read one record. Nothing once the records have run out."""
+        if self._exhausted:
+            return
         self._until = t
         for _ in self._reader:
             return
-        if not self._exhausted:  # the records have run out (or have raised)
-            self._finish()
+        self._finish()  # the records have run out (or have raised)
 
     def _read(self) -> Iterator[None]:
         """Read the session's records, pausing after the first one later than ``_until``.

@@ -99,8 +99,7 @@ DROP_NOT_SENT: Final = 3      # caused by a command that the replay never sent
 
 #: Event classes (from the cost profile).
 CLASSES: Final = ("inline", "deferred", "conditional", "inline+deferred")
-#: Rows a table buffers before it moves them into its columns: compiled, a list append is
-#: a native call, an array's a method looked up by name that parses its argument (10x).
+#: Rows a table buffers before it moves them into its columns (see ``_Columns``).
 PENDING_ROWS: Final = 4096
 
 
@@ -184,30 +183,53 @@ class _Names:
         return i
 
 
+class _Columns:
+    """A table's five int columns (``array`` typecodes), new rows buffered in a list and
+    moved into the columns through numpy :data:`PENDING_ROWS` at a time, or before a read.
+
+    Compiled, a list append is a native call; an array's ``append`` (or ``extend``, per
+    value) is a method looked up by name that parses its argument, 10x slower.
+    """
+
+    def __init__(self, typecodes: str) -> None:
+        self.columns = tuple(array(code) for code in typecodes)
+        #: Rows not in the columns yet, flat, a value per column each.
+        self.pending: list[int] = []
+
+    def add(self, a: int, b: int, c: int, d: int, e: int) -> None:
+        pending = self.pending
+        pending.append(a)
+        pending.append(b)
+        pending.append(c)
+        pending.append(d)
+        pending.append(e)
+        if len(pending) >= 5 * PENDING_ROWS:
+            self.settle()
+
+    def settle(self) -> None:
+        """Move the buffered rows into the columns (call before reading a column)."""
+        pending = self.pending
+        if pending:
+            for k, column in enumerate(self.columns):
+                column.frombytes(np.array(pending[k::5], column.typecode).tobytes())
+            pending.clear()
+
+
 class EventTable(MutableSequence[EventInfo]):
     """The events table in columns: about 20 bytes per event, whatever the run's length.
 
     Indexing builds an :class:`EventInfo`; only ``append`` adds rows (ids never move).
-    New rows wait in a list until read or until there are :data:`PENDING_ROWS` of them.
     """
 
     def __init__(self, rows: list[EventInfo] | None = None) -> None:
-        self._vm = array("i")
-        self._name = array("i")
-        self._cls = array("b")
-        self._arrival = array("q")
-        self._size = array("q")
+        self._rows = _Columns("iibqq")
+        self._vm, self._name, self._cls, self._arrival, self._size = self._rows.columns
         self._names = _Names()
-        #: Rows not in the columns yet, flat, a value per column each.
-        self._pending: list[int] = []
         for row in rows or ():
             self.append(row)
 
-    def _settle(self) -> None:
-        _move(self._pending, (self._vm, self._name, self._cls, self._arrival, self._size))
-
     def __len__(self) -> int:
-        self._settle()
+        self._rows.settle()
         return len(self._vm)
 
     @overload
@@ -217,7 +239,7 @@ class EventTable(MutableSequence[EventInfo]):
     def __getitem__(self, i: int | slice) -> EventInfo | list[EventInfo]:
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
-        self._settle()
+        self._rows.settle()
         return EventInfo(self._vm[i], self._names.names[self._name[i]], CLASSES[self._cls[i]],
                          self._arrival[i], self._size[i])
 
@@ -226,7 +248,7 @@ class EventTable(MutableSequence[EventInfo]):
 
     def name(self, i: int) -> str:
         """Event ``i``'s name without building its row (trace writers need only that)."""
-        self._settle()
+        self._rows.settle()
         return self._names.names[self._name[i]]
 
     def append(self, row: EventInfo) -> None:
@@ -234,14 +256,7 @@ class EventTable(MutableSequence[EventInfo]):
 
     def add(self, vm: int, name: str, cls: int, arrival_ns: int, size: int) -> None:
         """Append a row without building an EventInfo (``cls`` indexes CLASSES)."""
-        pending = self._pending
-        pending.append(vm)
-        pending.append(self._names.id(name))
-        pending.append(cls)
-        pending.append(arrival_ns)
-        pending.append(size)
-        if len(pending) >= 5 * PENDING_ROWS:
-            self._settle()
+        self._rows.add(vm, self._names.id(name), cls, arrival_ns, size)
 
     def __setitem__(self, i: Any, row: Any) -> None:
         raise TypeError("event rows are appended, never replaced")
@@ -257,25 +272,16 @@ class RpcTable(MutableSequence[RpcInfo]):
     """The RPCs table in columns (API names and command lists stored once each)."""
 
     def __init__(self, rows: list[RpcInfo] | None = None) -> None:
-        self._vm = array("i")
-        self._api = array("i")
-        self._arrival = array("q")
-        self._priority = array("b")
-        self._commands = array("i")
+        self._rows = _Columns("iiqbi")
+        self._vm, self._api, self._arrival, self._priority, self._commands = self._rows.columns
         self._names = _Names()
         self._lists: list[tuple[str, ...]] = []
         self._list_ids: dict[tuple[str, ...], int] = {}
-        #: Rows not in the columns yet (as in :class:`EventTable`).
-        self._pending: list[int] = []
         for row in rows or ():
             self.append(row)
 
-    def _settle(self) -> None:
-        _move(self._pending,
-              (self._vm, self._api, self._arrival, self._priority, self._commands))
-
     def __len__(self) -> int:
-        self._settle()
+        self._rows.settle()
         return len(self._vm)
 
     @overload
@@ -285,7 +291,7 @@ class RpcTable(MutableSequence[RpcInfo]):
     def __getitem__(self, i: int | slice) -> RpcInfo | list[RpcInfo]:
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
-        self._settle()
+        self._rows.settle()
         return RpcInfo(self._vm[i], self._names.names[self._api[i]], self._arrival[i],
                        bool(self._priority[i]), list(self._lists[self._commands[i]]))
 
@@ -298,28 +304,22 @@ class RpcTable(MutableSequence[RpcInfo]):
     def add(self, vm: int, api: str, arrival_ns: int, priority: bool,
             commands: tuple[str, ...]) -> None:
         """Append a row without building an RpcInfo."""
-        pending = self._pending
-        pending.append(vm)
-        pending.append(self._names.id(api))
-        pending.append(arrival_ns)
-        pending.append(1 if priority else 0)
-        pending.append(self._list_id(commands))
-        if len(pending) >= 5 * PENDING_ROWS:
-            self._settle()
+        self._rows.add(vm, self._names.id(api), arrival_ns, 1 if priority else 0,
+                       self._list_id(commands))
 
     def api(self, i: int) -> str:
         """RPC ``i``'s API name without building its row."""
-        self._settle()
+        self._rows.settle()
         return self._names.names[self._api[i]]
 
     def command(self, i: int, n: int) -> str:
         """The name of RPC ``i``'s ``n``-th QMP command."""
-        self._settle()
+        self._rows.settle()
         return self._lists[self._commands[i]][n]
 
     def set_commands(self, i: int, commands: tuple[str, ...]) -> None:
         """The commands of an API call, once the session has shown them all."""
-        self._settle()
+        self._rows.settle()
         self._commands[i] = self._list_id(commands)
 
     def _list_id(self, commands: tuple[str, ...]) -> int:
@@ -337,16 +337,6 @@ class RpcTable(MutableSequence[RpcInfo]):
 
     def insert(self, i: int, row: RpcInfo) -> None:
         raise TypeError("RPC rows are appended, never inserted")
-
-
-def _move(pending: list[int], columns: tuple[array[int], ...]) -> None:
-    """Move flat pending rows (a value per column each) into the columns, through numpy
-    (an array's own ``extend`` parses each value as an argument: 4x slower)."""
-    if pending:
-        n = len(columns)
-        for k, column in enumerate(columns):
-            column.frombytes(np.array(pending[k::n], column.typecode).tobytes())
-        pending.clear()
 
 
 def rows(chunk: Sequence[int]) -> Iterator[tuple[int, int, int, int, int, int]]:
