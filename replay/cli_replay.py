@@ -194,6 +194,10 @@ def _table(results: dict[str, Any]) -> Table:
     ]
     for name, cell in rows:
         table.add_row(name, *(cell(p) for p in pols))
+    kinds = sorted({f["kind"] for p in pols for f in p["findings"]})
+    if kinds:  # say what the short names mean and where the details are
+        table.caption = ("findings: " + ", ".join(f"{SHORT[k]} = {k}" for k in kinds)
+                         + "; each one explained: --json, or --out DIR then qmpreplay report DIR")
     return table
 
 

@@ -153,3 +153,17 @@ def test_documented_plugin_loads_as_module_class(tmp_path: Path) -> None:
     assert plugin["deadlocks"] == 0 and plugin["job_timeouts"] == 0
     # deferred events run on their own VM's thread: no event path but the plugin's
     assert set(plugin["event_paths"]) == {"own-vm-thread"}
+
+
+def test_table_says_what_its_finding_names_mean_and_where_the_details_are(
+        run_cli: RunCli) -> None:
+    # the default session: an RPC takes a VM's job before one of its events is handled
+    code, out, err = run_cli("replay", "-p", "mainloop", "-p", "two-stage")
+    assert code == 0, err
+    text = " ".join(out.split())  # the table wraps at the terminal's width
+    assert "order:1" in text
+    assert "findings: order = ordering-violation" in text
+    assert "--out DIR then qmpreplay report DIR" in text
+    code, out, err = run_cli("replay", "-p", "two-stage")  # no findings: no legend
+    assert code == 0, err
+    assert "none" in out and "findings:" not in out
