@@ -6,6 +6,7 @@ is full); the queue itself only counts, so every policy's queues are traced for 
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import TYPE_CHECKING, Final
 
 from replay.engine import Engine
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
 
 QUEUE_DEPTH: Final = int(Kind.QUEUE_DEPTH)
 QUEUE_BYTES: Final = int(Kind.QUEUE_BYTES)
+#: A depth history's most buckets (it halves them when a change falls beyond).
+BUCKETS: Final = 1024
 
 
 class Gauge:
@@ -96,70 +99,100 @@ class DepthHistory:
 
     Enough to tell whether a queue's maximum keeps growing over a run (the unbounded-growth
     finding) without keeping every depth change: windows are exact to one bucket width,
-    at most 1/512 of the run.
+    at most 1/512 of the run. Only buckets with a change are stored (a bucket without one
+    keeps the depth the queue had), so a queue that changes rarely costs little to note
+    and to halve.
     """
 
-    __slots__ = ("t0", "width", "maxima", "current", "bucket_end", "last")
-    BUCKETS = 1024
+    __slots__ = ("t0", "width", "buckets", "maxima", "ends", "open", "current", "bucket_end",
+                 "last")
 
     def __init__(self) -> None:
         self.t0 = 0
         self.width = 16_000_000  # 1024 buckets of 16 ms cover 16 s before the first halving
-        #: Largest depth of each finished bucket; ``current`` is the open bucket's.
+        #: Finished buckets with a change: index (rising), largest depth (counting the depth
+        #: the bucket began with), depth at its end.
+        self.buckets: list[int] = []
         self.maxima: list[int] = []
+        self.ends: list[int] = []
+        #: The open bucket: its index and largest depth so far.
+        self.open = 0
         self.current = 0
         self.bucket_end = -1  # no bucket open yet
         self.last = 0
 
     def note(self, t: int, depth: int) -> None:
         """A depth change at ``t`` (callers handle ``t < bucket_end`` themselves)."""
-        if self.bucket_end < 0:
-            self.t0 = t
-        else:
+        opened = self.bucket_end >= 0
+        if opened:
+            self.buckets.append(self.open)
             self.maxima.append(self.current)
+            self.ends.append(self.last)
+        else:
+            self.t0 = t
         b = (t - self.t0) // self.width
-        while b >= self.BUCKETS:
+        while b >= BUCKETS:
             self._halve()
             b = (t - self.t0) // self.width
-        opened = self.bucket_end >= 0
-        if b < len(self.maxima):  # halving merged the new bucket into the last finished one
-            self.current = max(self.maxima.pop(), self.last, depth)
+        last = self.last
+        if self.buckets and self.buckets[-1] == b:  # halving merged it into the last finished
+            self.buckets.pop()
+            self.ends.pop()
+            m = self.maxima.pop()
+            self.current = m if m >= depth else depth
+        elif opened:
+            self.current = last if last >= depth else depth
         else:
-            # buckets without a change keep the depth the queue had
-            self.maxima.extend([self.last] * (b - len(self.maxima)))
-            self.current = max(self.last, depth) if opened else depth
+            self.current = depth
+        self.open = b
         self.bucket_end = self.t0 + (b + 1) * self.width
         self.last = depth
 
     def _halve(self) -> None:
-        """Merge buckets in pairs, in place (the odd one out stays last); width doubles. A
-        plain loop: compiled, it runs on machine ints (``map(max, ...)`` would call the
-        builtin per pair, which cost more than the rest of a replay with 200 queues)."""
-        m = self.maxima
-        n = len(m)
-        half = n // 2
-        for i in range(half):
-            a = m[2 * i]
-            b = m[2 * i + 1]
-            m[i] = a if a >= b else b
-        if n & 1:
-            m[half] = m[n - 1]
-            half += 1
-        del m[half:]
+        """Merge buckets in pairs, in place; width doubles. A plain loop: compiled, it runs
+        on machine ints (``map(max, ...)`` would call the builtin per pair)."""
+        buckets, maxima, ends = self.buckets, self.maxima, self.ends
+        n = 0
+        for i in range(len(buckets)):
+            b = buckets[i] // 2
+            if n and buckets[n - 1] == b:
+                if maxima[i] > maxima[n - 1]:
+                    maxima[n - 1] = maxima[i]
+            else:
+                buckets[n] = b
+                maxima[n] = maxima[i]
+                n += 1
+            ends[n - 1] = ends[i]
+        del buckets[n:]
+        del maxima[n:]
+        del ends[n:]
+        self.open //= 2
         self.width *= 2
 
     def window_maxima(self, start: int, end: int, windows: int = 10) -> list[int]:
         """Largest depth in each of ``windows`` equal windows of [start, end]."""
         if self.bucket_end < 0 or end <= start:
             return [0] * windows
-        depths = [*self.maxima, self.current]
+        buckets = [*self.buckets, self.open]
+        maxima = [*self.maxima, self.current]
+        ends = [*self.ends, self.last]
         # Bucket b (from t0 + b * width) is in window (t0 + b * width - start) * windows // span,
         # clamped to [0, windows - 1]; that rises with b, so window k >= 1 begins at the first
-        # bucket with b * width * windows >= k * span + (start - t0) * windows.
+        # bucket with b * width * windows >= k * span + (start - t0) * windows. Buckets after
+        # the last change are not counted.
         span = end - start
         scale = self.width * windows
         offset = (start - self.t0) * windows
-        firsts = [min(len(depths), max(0, -(-(k * span + offset) // scale)))
-                  for k in range(1, windows)]
-        bounds = zip([0, *firsts], [*firsts, len(depths)], strict=True)
-        return [max(depths[a:b], default=0) for a, b in bounds]
+        count = self.open + 1
+        firsts = [min(count, max(0, -(-(k * span + offset) // scale))) for k in range(1, windows)]
+        out = []
+        for a, b in zip([0, *firsts], [*firsts, count], strict=True):
+            if a >= b:
+                out.append(0)
+                continue
+            i = bisect_left(buckets, a)  # the first stored bucket in the window
+            j = bisect_left(buckets, b)
+            # a bucket without a change holds the depth the last stored one ended with
+            inside = max(maxima[i:j], default=0)
+            out.append(max(inside, ends[i - 1]) if i and (i == j or buckets[i] > a) else inside)
+        return out
