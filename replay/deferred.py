@@ -27,6 +27,8 @@ class DeferredWorker:
         self.queue = host.queue("deferred")
         self.thread = host.thread(name, "global-worker")
         self.idle = False
+        #: :meth:`push` bound once (a bound method per inline stage would be an allocation).
+        self.defer = self.push
         self.thread.start(self._run())
 
     def push(self, ev: Event) -> None:
@@ -37,12 +39,12 @@ class DeferredWorker:
 
     def inline_here(self, th: Thread, ev: Event) -> Generator[int | None, None, None] | None:
         """The work of ``ev``'s inline stage on ``th`` (a reader), which queues its deferred
-        stage here; None when it has no inline stage (it is queued at once). A reader's
-        ``on_event``."""
+        stage here; None when it has no inline stage (it is queued at once). What a
+        policy's ``on_event`` returns."""
         if ev.cls == DEFERRED:
             self.push(ev)
             return None
-        return self.host.inline_stage(th, ev, self.inline_path, self.push)
+        return self.host.inline_stage(th, ev, self.inline_path, self.defer)
 
     def discard(self, vm: int) -> list[Event]:
         keep = [ev for ev in self.queue.items if ev.vm != vm]

@@ -98,6 +98,12 @@ class Policy:
         """A message arrived on ``vm``'s monitor (or reading was resumed)."""
         raise NotImplementedError
 
+    def on_event(self, th: Thread, ev: Event) -> Body | None:
+        """An event that a reader of ``replay.reader`` has just read on thread ``th``: the
+        work to run on ``th`` now (a generator), or None when it went to another thread."""
+        raise NotImplementedError(f"policy {self.name or type(self).__name__} reads monitors "
+                                  "with a reader but has no on_event for what it reads")
+
     def rpc_arrived(self, rpc: Rpc) -> None:
         """An API call arrived; by default it goes straight to the worker pool."""
         self.host.pool.submit(rpc)

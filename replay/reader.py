@@ -4,23 +4,23 @@
 (arrival ns, VM order) order, one message per iteration, and, when asked, incoming RPCs too
 (libvirt ≤ 6.1). While it runs a handler or waits for a lock it reads nothing.
 :class:`VmReader` is one thread per VM (libvirt ≥ 6.2). Both hand each event they read to
-``on_event``, which returns the work to run on the reader's own thread (a generator), or
-None when there is none there (the event was queued for another thread).
+their policy's ``on_event``, which returns the work to run on the reader's own thread (a
+generator), or None when there is none there (the event was queued for another thread).
+A policy method, not a callback: compiled, a callback is a Python-level call per event.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Final
 
 from replay.engine import PARK, Thread
 
 if TYPE_CHECKING:
     from replay.host import VM, Host
-    from replay.workload import Event, Rpc
-
-OnEvent = Callable[[Thread, "Event"], Generator[int | None, None, None] | None]
+    from replay.policy import Policy
+    from replay.workload import Rpc
 
 
 #: heapq's functions bound once (compiled, a module global is a dict lookup per use).
@@ -45,9 +45,9 @@ class Ready:
 
 
 class MainLoopReader:
-    def __init__(self, host: Host, on_event: OnEvent, *, name: str = "main-loop") -> None:
+    def __init__(self, host: Host, policy: Policy, *, name: str = "main-loop") -> None:
         self.host = host
-        self.on_event = on_event
+        self.policy = policy
         self.thread = host.thread(name, "mainloop")
         self.ready: list[Ready] = []
         #: Whether each VM is on ``ready`` (its monitor has input the loop will serve).
@@ -87,7 +87,7 @@ class MainLoopReader:
         pool = host.pool
         ready = self.ready
         queued = self.queued
-        on_event = self.on_event
+        policy = self.policy
         from replay.host import VM
 
         while True:
@@ -114,18 +114,18 @@ class MainLoopReader:
             ev = host.received(th, vm, msg)
             self.inbox_ready(vm)
             if ev is not None:
-                work = on_event(th, ev)
+                work = policy.on_event(th, ev)
                 if work is not None:
                     yield from work
 
 
 class VmReader:
-    """One thread that reads one VM's monitor and runs what ``on_event`` says."""
+    """One thread that reads one VM's monitor and runs what its policy's ``on_event`` says."""
 
-    def __init__(self, host: Host, vm: VM, on_event: OnEvent) -> None:
+    def __init__(self, host: Host, vm: VM, policy: Policy) -> None:
         self.host = host
         self.vm = vm
-        self.on_event = on_event
+        self.policy = policy
         self.thread = host.thread(f"vm-{vm.name}"[:15], "vm-thread", vm.index)
         self.idle = False
         vm.reader = self.thread
@@ -142,7 +142,7 @@ class VmReader:
         host = self.host
         profile = host.profile
         inbox = vm.inbox
-        on_event = self.on_event
+        policy = self.policy
         while True:
             if not inbox or vm.paused:
                 self.idle = True
@@ -156,6 +156,6 @@ class VmReader:
                 yield cost
             ev = host.received(th, vm, msg)
             if ev is not None:
-                work = on_event(th, ev)
+                work = policy.on_event(th, ev)
                 if work is not None:
                     yield from work

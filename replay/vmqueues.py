@@ -1,13 +1,16 @@
 """Per-VM event queues with "which VM's head event is oldest" selection.
 
 The two 2017 proposals both queue events per VM and pick, among the VMs a thread may
-serve, the one whose oldest event is oldest; this is that shared part.
+serve, the one whose oldest event is oldest; this is that shared part. A policy says which
+VMs a thread may serve by overriding :meth:`VmQueues.eligible` (compiled, a method is a
+native call where a callback would be a Python-level one).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from mypy_extensions import mypyc_attr
 
 if TYPE_CHECKING:
     from replay.host import VM, Host
@@ -15,6 +18,7 @@ if TYPE_CHECKING:
     from replay.workload import Event
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class VmQueues:
     def __init__(self, host: Host) -> None:
         self.host = host
@@ -38,7 +42,11 @@ class VmQueues:
             del self.pending[vm.index]
         return ev
 
-    def oldest(self, eligible: Callable[[VM], bool]) -> VM | None:
+    def eligible(self, vm: VM) -> bool:
+        """Whether a thread may serve ``vm`` now (every VM, unless a policy says otherwise)."""
+        return True
+
+    def oldest(self) -> VM | None:
         """The eligible VM whose head event arrived first (ties: VM order)."""
         best: VM | None = None
         best_t = 0
@@ -46,7 +54,7 @@ class VmQueues:
             assert vm.queue is not None
             t = vm.queue.items[0].arrival
             if (best is None or t < best_t or (t == best_t and vm.index < best.index)) \
-                    and eligible(vm):
+                    and self.eligible(vm):
                 best, best_t = vm, t
         return best
 

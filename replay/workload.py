@@ -206,7 +206,7 @@ class Workload:
         """
         vm_index, classes, profile, hooks = self._vm_index, self._classes, self.profile, self.hooks
         commands, order, attributor = self._commands, self._command_order, self._attributor
-        awaiting, apis, ready, push = self._awaiting, self._apis, self._ready, self._push
+        awaiting, apis, ready = self._awaiting, self._apis, self._ready
         lookahead = self.lookahead
         #: Costs of the RPCs named after a command (``profile.api`` builds a key per call).
         command_costs: dict[str, ApiCosts] = {}
@@ -302,7 +302,7 @@ class Workload:
                 if ready and ready[-1][0] <= at:  # in order: the common case of _push
                     ready.append((at, item))
                 else:
-                    push(at, item)
+                    self._push(at, item)
             if t > expiry and order:
                 while order and order[0][0] < t - lookahead:
                     del commands[order.popleft()[1]]

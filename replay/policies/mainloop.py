@@ -8,8 +8,9 @@ global worker.
 from __future__ import annotations
 
 from replay.deferred import DeferredWorker
+from replay.engine import Thread
 from replay.host import VM
-from replay.policy import Policy
+from replay.policy import Body, Policy
 from replay.reader import MainLoopReader
 from replay.workload import Event, Rpc
 
@@ -20,7 +21,10 @@ class MainLoop(Policy):
 
     def start(self) -> None:
         self.deferred = DeferredWorker(self.host, "mainloop")
-        self.reader = MainLoopReader(self.host, self.deferred.inline_here)
+        self.reader = MainLoopReader(self.host, self)
+
+    def on_event(self, th: Thread, ev: Event) -> Body | None:
+        return self.deferred.inline_here(th, ev)
 
     def inbox_ready(self, vm: VM) -> None:
         self.reader.inbox_ready(vm)

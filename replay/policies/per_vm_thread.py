@@ -7,8 +7,9 @@ stages still go to the one global worker shared by all VMs.
 from __future__ import annotations
 
 from replay.deferred import DeferredWorker
+from replay.engine import Thread
 from replay.host import VM
-from replay.policy import Policy
+from replay.policy import Body, Policy
 from replay.reader import VmReader
 from replay.workload import Event
 
@@ -19,7 +20,10 @@ class PerVmThread(Policy):
 
     def start(self) -> None:
         self.deferred = DeferredWorker(self.host, "vm-thread")
-        self.readers = [VmReader(self.host, vm, self.deferred.inline_here) for vm in self.host.vms]
+        self.readers = [VmReader(self.host, vm, self) for vm in self.host.vms]
+
+    def on_event(self, th: Thread, ev: Event) -> Body | None:
+        return self.deferred.inline_here(th, ev)
 
     def inbox_ready(self, vm: VM) -> None:
         self.readers[vm.index].inbox_ready()

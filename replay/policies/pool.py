@@ -9,21 +9,21 @@ the queue is down to ``resume_at``. Job waiters are served in FIFO order.
 
 from __future__ import annotations
 
-from collections.abc import Generator
 from typing import Any
 
 from replay.engine import PARK, Thread
 from replay.host import VM
-from replay.policy import Param, Policy, _int, at_least
+from replay.policy import Body, Param, Policy, _int, at_least
 from replay.reader import MainLoopReader
 from replay.vmqueues import VmQueues
 from replay.workload import Event
 
-Body = Generator[int | None, None, None]
 
+class _UnservedVms(VmQueues):
+    """An event thread serves a VM no other one serves (per-VM order kept)."""
 
-def _unserved(vm: VM) -> bool:
-    return vm.served is None
+    def eligible(self, vm: VM) -> bool:
+        return vm.served is None
 
 
 class Pool(Policy):
@@ -47,14 +47,14 @@ class Pool(Policy):
         host = self.host
         self.max_queue: int = self.p["max_queue"]
         self.resume_at: int = self.p["resume_at"]
-        self.queues = VmQueues(host)
-        self.reader = MainLoopReader(host, self.enqueue)
+        self.queues = _UnservedVms(host)
+        self.reader = MainLoopReader(host, self)
         self.idle: list[Thread] = []
         for i in range(self.p["event_workers"]):
             th = host.thread(f"event-{i}", "event-worker")
             th.start(self._work(th))
 
-    def enqueue(self, th: Thread, ev: Event) -> None:
+    def on_event(self, th: Thread, ev: Event) -> Body | None:
         vm = self.host.vms[ev.vm]
         self.queues.push(vm, ev)
         if vm.cond.waiters:
@@ -64,12 +64,13 @@ class Pool(Policy):
             self.host.pause_reading(vm)
         if vm.served is None and self.idle:
             self.idle.pop().wake()
+        return None
 
     def _work(self, th: Thread) -> Body:
         host = self.host
         queues = self.queues
         while True:
-            vm = queues.oldest(_unserved)
+            vm = queues.oldest()
             if vm is None:
                 self.idle.append(th)
                 th.blocked = None

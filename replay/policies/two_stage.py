@@ -9,20 +9,19 @@ therefore waits for an event that cannot run before the API ends.
 
 from __future__ import annotations
 
-from collections.abc import Generator
-
 from replay.engine import PARK, Thread
 from replay.host import VM
-from replay.policy import Policy
+from replay.policy import Body, Policy
 from replay.reader import MainLoopReader
 from replay.vmqueues import VmQueues
 from replay.workload import INLINE, Event
 
-Body = Generator[int | None, None, None]
 
+class _FreeVms(VmQueues):
+    """The worker serves a VM only while its mutex and job are both free."""
 
-def _lock_and_job_free(vm: VM) -> bool:
-    return vm.mutex.free() and vm.job.free()
+    def eligible(self, vm: VM) -> bool:
+        return vm.mutex.free() and vm.job.free()
 
 
 class TwoStage(Policy):
@@ -31,21 +30,24 @@ class TwoStage(Policy):
 
     def start(self) -> None:
         host = self.host
-        self.queues = VmQueues(host)
+        self.queues = _FreeVms(host)
         self.global_queue = host.gauge("global events")
-        self.reader = MainLoopReader(host, self.enqueue)
+        self.reader = MainLoopReader(host, self)
         self.worker = host.thread("event-worker", "global-worker")
         self.sleeping = False
+        #: Bound once: what a VM's mutex and job call on release while it has queued events.
+        self.kick = self._kick
         self.worker.start(self._work())
 
-    def enqueue(self, th: Thread, ev: Event) -> None:
+    def on_event(self, th: Thread, ev: Event) -> Body | None:
         vm = self.host.vms[ev.vm]
         self.queues.push(vm, ev)
         self.global_queue.add(ev.size)
         if vm.cond.waiters:
             self.host.queued(vm)
-        vm.mutex.on_release = vm.job.on_release = self._kick
+        vm.mutex.on_release = vm.job.on_release = self.kick
         self._kick()
+        return None
 
     def _kick(self) -> None:
         if self.sleeping:
@@ -63,7 +65,7 @@ class TwoStage(Policy):
         th = self.worker
         host = self.host
         while True:
-            vm = self.queues.oldest(_lock_and_job_free)
+            vm = self.queues.oldest()
             if vm is None:
                 self.sleeping = True
                 th.blocked = None
