@@ -15,7 +15,7 @@ import heapq
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Final
 
-from replay.engine import PARK, Thread
+from replay.engine import PARK
 
 if TYPE_CHECKING:
     from replay.host import VM, Host
