@@ -179,12 +179,13 @@ class DepthHistory:
         ends = [*self.ends, self.last]
         # Bucket b (from t0 + b * width) is in window (t0 + b * width - start) * windows // span,
         # clamped to [0, windows - 1]; that rises with b, so window k >= 1 begins at the first
-        # bucket with b * width * windows >= k * span + (start - t0) * windows. Buckets after
-        # the last change are not counted.
+        # bucket with b * width * windows >= k * span + (start - t0) * windows. The buckets
+        # run to the one holding ``end`` at least: after its last change a queue keeps its
+        # depth (a queue that stays full has not shrunk).
         span = end - start
         scale = self.width * windows
         offset = (start - self.t0) * windows
-        count = self.open + 1
+        count = max(self.open, (end - self.t0) // self.width) + 1
         firsts = [min(count, max(0, -(-(k * span + offset) // scale))) for k in range(1, windows)]
         out = []
         for a, b in zip([0, *firsts], [*firsts, count], strict=True):

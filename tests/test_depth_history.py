@@ -19,12 +19,13 @@ CHANGES = st.lists(st.tuples(st.sampled_from([0, 1_000, 3_000_000, 40_000_000, 2
 
 def model(changes: list[tuple[int, int]], width: int, start: int, end: int,
           windows: int) -> list[int]:
-    """Window maxima computed from every change, bucket by bucket."""
+    """Window maxima computed from every change, bucket by bucket, up to the last change or
+    to ``end``, whichever is later (a queue keeps its depth after its last change)."""
     t0 = changes[0][0]
     values: dict[int, int] = {}
     depth = None
     i = 0
-    for b in range((changes[-1][0] - t0) // width + 1):
+    for b in range(max(changes[-1][0] - t0, end - t0) // width + 1):
         value = depth  # the depth the bucket began with (none before the first change)
         while i < len(changes) and changes[i][0] < t0 + (b + 1) * width:
             depth = changes[i][1]
@@ -66,6 +67,16 @@ def test_window_maxima_match_the_definition(steps: list[tuple[int, int]], start_
     end = max(start + 1, t + length - 5 * 10**10)
     assert history.window_maxima(start, end, windows) == model(changes, history.width, start,
                                                                end, windows)
+
+
+def test_a_queue_that_stays_full_keeps_its_depth_to_the_end() -> None:
+    engine = Engine()
+    gauge = Gauge(engine, 0, -1)
+    for i in range(640):  # fills over the first 0.64 s of a 1.6 s session, never drains
+        engine.now = i * 1_000_000
+        gauge.add(1)
+    assert gauge.history.window_maxima(0, 1_600_000_000) == [
+        160, 320, 480, 640, 640, 640, 640, 640, 640, 640]
 
 
 def test_memory_stays_bounded() -> None:
