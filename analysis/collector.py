@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from tracer.timeline import DROP_JOB_TIMEOUT, Kind, Timeline
+from tracer.timeline import DROP_JOB_TIMEOUT, Kind, Timeline, packed
 
 READER_ROLES = ("mainloop", "vm-thread")
 #: What lock tables sort by (columns of :func:`lock_row`, without units).
@@ -316,7 +316,7 @@ def lock_row(s: list[int]) -> dict[str, Any]:
 def _keep(parts: list[np.ndarray], values: list[int]) -> None:
     """A chunk's values, kept as one int64 array (8 bytes each, not a Python int each)."""
     if values:
-        parts.append(np.array(values, np.int64))
+        parts.append(np.frombuffer(packed(values, "q"), np.int64))
 
 
 def _ms(parts: list[np.ndarray]) -> np.ndarray:
