@@ -199,7 +199,7 @@ class Engine:
         """Run until nothing is left to do (or :attr:`horizon`); return the end time.
 
         ``arrivals`` are pulled one ahead, as the clock reaches them (none: only what is
-        scheduled already). ``progress(now)`` is called every 65,536 steps (consumers flush
+        scheduled already). ``progress(now)`` is called every 4,096 steps (consumers flush
         records then).
         """
         heap = self._heap
@@ -222,7 +222,7 @@ class Engine:
                 entry.seq = 0
                 entry.fire()
                 steps += 1
-                if not steps & 0xFFFF and progress is not None:
+                if not steps & 0xFFF and progress is not None:
                     progress(t)
                 continue
             if t_next == NEVER:

@@ -15,7 +15,8 @@ Files (all written by ``qmpreplay replay --out DIR``):
 ``replay.pftrace``  the Perfetto trace (unless ``--trace`` put it elsewhere)
 ==================  ============================================================================
 
-Parquet is written in row groups as the replay streams, so memory stays bounded.
+Parquet is written in row groups (about 262,144 rows each) as the replay streams, so memory
+stays bounded.
 """
 
 from __future__ import annotations
@@ -48,11 +49,42 @@ EVENT_SCHEMA = pa.schema([
 ])
 
 
-class TimelineWriter:
+#: Rows per Parquet row group (about): replay chunks are smaller, and many small row
+#: groups make a larger file that is slower to read.
+ROW_GROUP = 262_144
+
+
+class ParquetStream:
+    """A Parquet file written in row groups of about :data:`ROW_GROUP` rows, from the
+    smaller tables a replay hands out as it runs (memory stays bounded)."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.writer = pq.ParquetWriter(path, schema, compression="zstd")
+        self.pending: list[pa.Table] = []
+        self.rows = 0
+
+    def add(self, table: pa.Table) -> None:
+        self.pending.append(table)
+        self.rows += table.num_rows
+        if self.rows >= ROW_GROUP:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.pending:
+            self.writer.write_table(pa.concat_tables(self.pending))
+            self.pending = []
+            self.rows = 0
+
+    def close(self) -> None:
+        self._flush()
+        self.writer.close()
+
+
+class TimelineWriter(ParquetStream):
     """Stream records of several policies into ``timeline.parquet``."""
 
     def __init__(self, path: Path) -> None:
-        self.writer = pq.ParquetWriter(path, SCHEMA, compression="zstd")
+        super().__init__(path, SCHEMA)
 
     def write(self, policy: int, chunk: Sequence[int]) -> None:
         """Write a chunk of records (a flat list, six ints per record)."""
@@ -61,32 +93,25 @@ class TimelineWriter:
         columns = np.fromiter(chunk, np.int64, len(chunk)).reshape(-1, 6).T
         arrays = [pa.array(np.full(columns.shape[1], policy, np.int16))]
         arrays += [pa.array(col) for col in columns]
-        self.writer.write_table(pa.Table.from_arrays(arrays, schema=SCHEMA))
-
-    def close(self) -> None:
-        self.writer.close()
+        self.add(pa.Table.from_arrays(arrays, schema=SCHEMA))
 
 
-class EventTableWriter:
+class EventTableWriter(ParquetStream):
     """Stream the events tables of several policies into ``events.parquet``."""
 
     def __init__(self, path: Path) -> None:
-        self.writer = pq.ParquetWriter(path, EVENT_SCHEMA, compression="zstd")
+        super().__init__(path, EVENT_SCHEMA)
 
     def write(self, policy: int, first_id: int, events: Sequence[EventInfo]) -> None:
         if not events:
             return
-        table = pa.Table.from_pydict({
+        self.add(pa.Table.from_pydict({
             "policy": [policy] * len(events),
             "id": list(range(first_id, first_id + len(events))),
             "vm": [e.vm for e in events], "name": [e.name for e in events],
             "class": [e.cls for e in events], "arrival_ns": [e.arrival_ns for e in events],
             "size": [e.size for e in events],
-        }, schema=EVENT_SCHEMA)
-        self.writer.write_table(table)
-
-    def close(self) -> None:
-        self.writer.close()
+        }, schema=EVENT_SCHEMA))
 
 
 def tables_json(timeline: Timeline) -> dict[str, Any]:
