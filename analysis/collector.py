@@ -1,22 +1,34 @@
 """The metrics collector: a consumer of the timeline stream that keeps what results need.
 
 It takes record chunks as the replay runs, in one compiled pass per chunk that reads a
-record's kind and only the fields that kind needs (converting a chunk to numpy first cost
-more than the rest of the pass), and keeps the results per finished event and RPC
-(latencies, 8 bytes each, as numpy arrays per chunk), the arrival times of those still in
-flight, per-VM lock counters and queue peaks — never the records themselves.
+record's kind and only the fields that kind needs, as machine ints in place (converting a
+chunk to numpy first cost more than the rest of the pass). It keeps the results per
+finished event and RPC (latencies, 8 bytes each, as numpy arrays per chunk), the arrival
+times of those still in flight, per-VM lock counters and queue peaks — never the records
+themselves.
 :meth:`Collector.results` turns them into the replay's ``--json`` object for one policy.
 Percentiles: numpy ``quantile``, linear.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, Final
 
 import numpy as np
+from librt.strings import BytesWriter, read_i64_le, write_i64_le
 
-from tracer.timeline import DROP_JOB_TIMEOUT, Kind, Timeline, packed
+from tracer.timeline import (
+    DROP_JOB_TIMEOUT,
+    KIND,
+    RECORD_SIZE,
+    REF,
+    T_NS,
+    THREAD,
+    VALUE,
+    VM,
+    Kind,
+    Timeline,
+)
 
 READER_ROLES = ("mainloop", "vm-thread")
 #: What lock tables sort by (columns of :func:`lock_row`, without units).
@@ -138,34 +150,30 @@ class Collector:
     def n_rpcs(self) -> int:
         return self.rpcs.top
 
-    def __call__(self, chunk: Sequence[int]) -> None:
-        """Take a chunk of records (a flat list, six ints per record)."""
-        records: list[int] = chunk if isinstance(chunk, list) else list(chunk)
+    def __call__(self, chunk: bytes) -> None:
+        """Take a chunk of records (``tracer.timeline.RECORD`` each), read in place."""
         self._readers()
         events, rpcs = self.events, self.rpcs
         is_reader, reader_open = self._is_reader, self._reader_open
-        ev_lat: list[int] = []
-        ev_start: list[int] = []
-        rpc_lat: list[int] = []
+        ev_lat, ev_start, rpc_lat = BytesWriter(), BytesWriter(), BytesWriter()
+        rpc_wait, job_waits = BytesWriter(), BytesWriter()
         rpc_prio: list[bool] = []
-        rpc_wait: list[int] = []
-        job_waits: list[int] = []
-        for r in range(0, len(records), 6):
-            kind = records[r + 1]
+        for at in range(0, len(chunk), RECORD_SIZE):
+            kind: int = read_i64_le(chunk, at + KIND)
             if kind in (LOCK_ACQUIRE, LOCK_RELEASE):
-                self._lock(kind, records[r + 3], records[r + 5])
+                self._lock(kind, read_i64_le(chunk, at + VM), read_i64_le(chunk, at + VALUE))
             elif kind == EVENT_ARRIVE:
-                i = events.index(records[r + 4])
-                events.arrival[i] = records[r]
+                i = events.index(read_i64_le(chunk, at + REF))
+                events.arrival[i] = read_i64_le(chunk, at + T_NS)
                 events.flags[i] = OPEN
             elif kind in (HANDLER_BEGIN, HANDLER_END):
-                t = records[r]
-                th = records[r + 2]
-                if kind == HANDLER_BEGIN and records[r + 5] == 0:
-                    i = events.index(records[r + 4])
+                t: int = read_i64_le(chunk, at + T_NS)
+                th: int = read_i64_le(chunk, at + THREAD)
+                if kind == HANDLER_BEGIN and read_i64_le(chunk, at + VALUE) == 0:
+                    i = events.index(read_i64_le(chunk, at + REF))
                     if not events.flags[i] & STARTED:  # the event's first handler stage
                         events.flags[i] = events.flags[i] | STARTED
-                        ev_start.append(t - events.arrival[i])
+                        write_i64_le(ev_start, t - events.arrival[i])
                 if 0 <= th < len(is_reader) and is_reader[th]:
                     # time a monitor reader spends in handler stages, reading nothing
                     if kind == HANDLER_BEGIN:
@@ -174,50 +182,52 @@ class Collector:
                         self.reader_stalled_ns += t - reader_open[th]
                         reader_open[th] = -1
             elif kind == EVENT_DONE:
-                i = events.index(records[r + 4])
-                ev_lat.append(records[r] - events.arrival[i])
+                i = events.index(read_i64_le(chunk, at + REF))
+                write_i64_le(ev_lat, read_i64_le(chunk, at + T_NS) - events.arrival[i])
                 events.flags[i] = events.flags[i] & ~OPEN
-                path = records[r + 5]
+                path: int = read_i64_le(chunk, at + VALUE)
                 while len(self.path_counts) <= path:
                     self.path_counts.append(0)
                 self.path_counts[path] = self.path_counts[path] + 1
             elif kind == JOB_BEGIN:
-                job_waits.append(records[r + 5])
+                write_i64_le(job_waits, read_i64_le(chunk, at + VALUE))
             elif kind == QUEUE_DEPTH:
-                if records[r + 5] > self.peak_depth:
-                    self.peak_depth = records[r + 5]
+                depth: int = read_i64_le(chunk, at + VALUE)
+                if depth > self.peak_depth:
+                    self.peak_depth = depth
             elif kind == QUEUE_BYTES:
-                if records[r + 5] > self.peak_bytes:
-                    self.peak_bytes = records[r + 5]
+                queued: int = read_i64_le(chunk, at + VALUE)
+                if queued > self.peak_bytes:
+                    self.peak_bytes = queued
             elif kind == RPC_ARRIVE:
-                i = rpcs.index(records[r + 4])
-                rpcs.arrival[i] = records[r]
-                rpcs.flags[i] = OPEN | PRIORITY if records[r + 5] > 0 else OPEN
+                i = rpcs.index(read_i64_le(chunk, at + REF))
+                rpcs.arrival[i] = read_i64_le(chunk, at + T_NS)
+                rpcs.flags[i] = OPEN | PRIORITY if read_i64_le(chunk, at + VALUE) > 0 else OPEN
             elif kind == RPC_START:
-                i = rpcs.index(records[r + 4])
+                i = rpcs.index(read_i64_le(chunk, at + REF))
                 rpcs.flags[i] = rpcs.flags[i] | STARTED
-                rpc_wait.append(records[r] - rpcs.arrival[i])
+                write_i64_le(rpc_wait, read_i64_le(chunk, at + T_NS) - rpcs.arrival[i])
             elif kind == RPC_END:
-                i = rpcs.index(records[r + 4])
-                rpc_lat.append(records[r] - rpcs.arrival[i])
+                i = rpcs.index(read_i64_le(chunk, at + REF))
+                write_i64_le(rpc_lat, read_i64_le(chunk, at + T_NS) - rpcs.arrival[i])
                 rpc_prio.append(bool(rpcs.flags[i] & PRIORITY))
                 rpcs.flags[i] = rpcs.flags[i] & ~OPEN
-                self.rpc_errors += records[r + 5]
+                self.rpc_errors += read_i64_le(chunk, at + VALUE)
             elif kind == EVENT_DROPPED:
-                i = events.index(records[r + 4])
+                i = events.index(read_i64_le(chunk, at + REF))
                 events.flags[i] = events.flags[i] & ~OPEN
-                reason = records[r + 5]
+                reason: int = read_i64_le(chunk, at + VALUE)
                 self.dropped[reason] = self.dropped.get(reason, 0) + 1
             elif kind == JOB_TIMEOUT:
                 self.job_timeouts += 1
             elif kind == SYNC_WAKE:
-                if records[r + 5] < 0:
+                if read_i64_le(chunk, at + VALUE) < 0:
                     self.sync_timeouts += 1
             elif kind == READ_PAUSED:
-                self.paused_since[records[r + 3]] = records[r]
+                self.paused_since[read_i64_le(chunk, at + VM)] = read_i64_le(chunk, at + T_NS)
             elif kind == READ_RESUMED:
-                self.read_paused_ns += records[r + 5]
-                self.paused_since.pop(records[r + 3], None)
+                self.read_paused_ns += read_i64_le(chunk, at + VALUE)
+                self.paused_since.pop(read_i64_le(chunk, at + VM), None)
         _keep(self.event_latency, ev_lat)
         _keep(self.event_start_latency, ev_start)
         _keep(self.rpc_latency, rpc_lat)
@@ -313,10 +323,10 @@ def lock_row(s: list[int]) -> dict[str, Any]:
             "hold_max_ms": hold_max / 1e6}
 
 
-def _keep(parts: list[np.ndarray], values: list[int]) -> None:
-    """A chunk's values, kept as one int64 array (8 bytes each, not a Python int each)."""
-    if values:
-        parts.append(np.frombuffer(packed(values, "q"), np.int64))
+def _keep(parts: list[np.ndarray], values: BytesWriter) -> None:
+    """A chunk's values (int64 written as they came), kept as one array."""
+    if len(values):
+        parts.append(np.frombuffer(values.getvalue(), "<i8"))
 
 
 def _ms(parts: list[np.ndarray]) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 The fleet session (200 VMs, 200,000 QMP messages by default) is generated in-process
 once per worker process, so JSON decoding is excluded. Timed: one replay per policy with
-its records discarded (``observe=None``, the engine's fastest mode), kept as a record list
+its records discarded (``observe=None``, the engine's fastest mode), kept as record chunks
 only (``records``, what DESIGN §10's "timeline kept" measures) and kept with the metrics
 collector too (``kept``, what ``qmpreplay replay`` does), and the SimPy model
 (``simpy_fleet.py``, per-vm-thread semantics).
@@ -53,8 +53,8 @@ def fleet() -> tuple[list[str], list[SessionRecord]]:
 
 
 def _store() -> Consumer:
-    """Keeps every chunk of records as handed out (a run never changes one afterwards)."""
-    chunks: list[Sequence[int]] = []
+    """Keeps every chunk of records as handed out."""
+    chunks: list[bytes] = []
     return chunks.append
 
 

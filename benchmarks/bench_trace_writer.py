@@ -32,22 +32,22 @@ from replay.policy import parse_spec
 from replay.profile import load_profile
 from replay.run import Consumer, run
 from replay.scenarios import SCENARIOS
-from tracer.timeline import Timeline, rows
+from tracer.timeline import RECORD_SIZE, Timeline, rows
 
-#: A run's records as runs hand them out: flat, six ints per record.
-Records = list[int]
+#: A run's records, as runs hand them out (``tracer.timeline.RECORD`` each).
+Records = bytes
 
 SCENARIO = "fleet"
 PARAMS = {"vms": "200", "messages": "50000"}
 SEED = 0
 POLICIES = ("mainloop", "pool")
-#: Ints handed to the writer at a time (six per record), as replays hand them out.
-CHUNK = 6 * 65_536
+#: Bytes handed to the writer at a time (65,536 records).
+CHUNK = RECORD_SIZE * 65_536
 
 
-def collect_into(records: Records) -> Callable[[Timeline], list[Consumer]]:
-    """An ``observe`` callback that keeps a run's records in ``records``."""
-    return lambda _timeline: [records.extend]
+def collect_into(chunks: list[bytes]) -> Callable[[Timeline], list[Consumer]]:
+    """An ``observe`` callback that keeps a run's record chunks in ``chunks``."""
+    return lambda _timeline: [chunks.append]
 
 
 def fleet_replay() -> list[tuple[Timeline, Records]]:
@@ -57,11 +57,11 @@ def fleet_replay() -> list[tuple[Timeline, Records]]:
     header = scenario.header(params, SEED)
     runs: list[tuple[Timeline, Records]] = []
     for spec in POLICIES:
-        records: Records = []
+        chunks: list[bytes] = []
         outcome = run(parse_spec(spec), header.vms, scenario.records(params, SEED),
                       load_profile("default", header.cost_profile), seed=SEED,
-                      observe=collect_into(records))
-        runs.append((outcome.timeline, records))
+                      observe=collect_into(chunks))
+        runs.append((outcome.timeline, b"".join(chunks)))
     return runs
 
 

@@ -22,7 +22,7 @@ from rich.table import Table
 from analysis.collector import Collector
 from replay.policy import PolicySpec, SpecError, parse_spec
 from replay.profile import ProfileError, load_profile
-from replay.run import RunOutcome, run
+from replay.run import Consumer, RunOutcome, run
 from replay.scenarios import SCENARIOS
 from tracer import __version__
 from tracer.cli_common import fail
@@ -33,8 +33,6 @@ from tracer.timeline import Timeline, rows
 if TYPE_CHECKING:
     from tracer.perfetto import TraceWriter
     from tracer.rundir import EventTableWriter, TimelineWriter
-
-Chunk = Sequence[int]
 
 DEFAULT_POLICIES = ("mainloop", "two-stage", "pool", "per-vm-thread")
 
@@ -140,9 +138,9 @@ def _run_one(p: int, spec: PolicySpec, reader: SessionReader, vms: list[str], pr
              on_progress: Callable[[int], None] | None) -> RunOutcome:
     observers: dict[str, Any] = {}
 
-    def observe(timeline: Timeline) -> list[Callable[[Chunk], None]]:
+    def observe(timeline: Timeline) -> list[Consumer]:
         collector = observers["collector"] = Collector(timeline)
-        consumers: list[Callable[[Chunk], None]] = [collector]
+        consumers: list[Consumer] = [collector]
         if trace is not None:
             policy_trace = observers["trace"] = trace.begin_policy(timeline)
             consumers.append(lambda chunk: policy_trace.feed(rows(chunk)))
@@ -151,7 +149,7 @@ def _run_one(p: int, spec: PolicySpec, reader: SessionReader, vms: list[str], pr
         if events_out is not None:
             written = [0]
 
-            def events(_: Chunk) -> None:
+            def events(_: bytes) -> None:
                 events_out.write(p, written[0], timeline.events[written[0]:])
                 written[0] = len(timeline.events)
 

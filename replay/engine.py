@@ -22,6 +22,8 @@ import random
 from collections.abc import Callable, Generator, Iterable
 from typing import Any, Final
 
+from librt.strings import BytesWriter, write_i64_le
+
 #: What a thread yields to block until woken.
 PARK: Final = None
 #: What a primitive returns when the thread may go on at once.
@@ -97,17 +99,11 @@ class Call(Entry):
 class Engine:
     """Virtual clock, callback heap, settle list, the run's RNG and its record list."""
 
-    def __init__(self, seed: int = 0, records: list[int] | None = None) -> None:
+    def __init__(self, seed: int = 0, keep: bool = False) -> None:
         self.now = 0
         self.rng = random.Random(seed)
-        #: Where timeline records go, six ints each (None: the run keeps none).
-        self.records: list[Any] | None = records
-        # The last record's time and subject, boxed once: the records of one step share
-        # them, and a time (or an id past 256) is a new int object each time it is boxed.
-        self._t = -1
-        self._t_box: object = -1
-        self._ref = -1
-        self._ref_box: object = -1
+        #: Where timeline records go (see ``tracer.timeline``); None: the run keeps none.
+        self.records: BytesWriter | None = BytesWriter() if keep else None
         self._heap: list[Entry] = []
         #: Entries scheduled so far (the tie-breaker of same-time entries).
         self.seq = 0
@@ -121,22 +117,26 @@ class Engine:
         self.stepping: Thread | None = None
 
     def record(self, t: int, kind: int, thread: int, vm: int, ref: int, value: int) -> None:
-        """One timeline record (see ``tracer.timeline``), if the run keeps them: six appends
-        to a flat list, no tuple (compiled, this is most of what keeping a timeline costs)."""
+        """One timeline record, if the run keeps them. Compiled, the six fields go into the
+        buffer as machine ints: no int object, no list."""
         out = self.records
         if out is not None:
-            if t != self._t:
-                self._t = t
-                self._t_box = t
-            if ref != self._ref:
-                self._ref = ref
-                self._ref_box = ref
-            out.append(self._t_box)
-            out.append(kind)
-            out.append(thread)
-            out.append(vm)
-            out.append(self._ref_box)
-            out.append(value)
+            write_i64_le(out, t)
+            write_i64_le(out, kind)
+            write_i64_le(out, thread)
+            write_i64_le(out, vm)
+            write_i64_le(out, ref)
+            write_i64_le(out, value)
+
+    def take_records(self) -> bytes:
+        """The records made since the last call, as one chunk (``tracer.timeline.RECORD``
+        each; empty when the run keeps none)."""
+        out = self.records
+        if out is None:
+            return b""
+        chunk = out.getvalue()
+        out.truncate(0)
+        return chunk
 
     def at(self, t: int, fn: Callable[[Any], None], arg: Any = None) -> None:
         """Call ``fn(arg)`` at virtual time ``t`` (same-time calls run in call order)."""

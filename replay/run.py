@@ -23,9 +23,8 @@ from tracer.timeline import Kind, Timeline
 
 RUN_END: Final = int(Kind.RUN_END)
 
-#: A consumer of record chunks: flat lists, six ints per record (tracer.timeline.rows). A
-#: chunk is never changed once handed out, so a consumer may keep it as it is.
-Consumer = Callable[[Sequence[int]], None]
+#: A consumer of record chunks (``bytes``, six int64 per record: tracer.timeline.RECORD).
+Consumer = Callable[[bytes], None]
 
 
 @dataclass
@@ -113,7 +112,7 @@ def run(
     """
     timeline = Timeline(spec=spec.label, vms=list(vms)) if observe is not None else None
     consumers = observe(timeline) if observe is not None and timeline is not None else ()
-    engine = Engine(seed, [] if consumers else None)
+    engine = Engine(seed, keep=bool(consumers))
     params = HostParams(
         workers=spec.common["workers"], max_workers=spec.common["max_workers"],
         prio_workers=spec.common["prio_workers"], job_timeout=spec.common["job_timeout"],
@@ -135,11 +134,10 @@ def run(
 
     def flush(now: int) -> None:
         host.sync_threads()
-        chunk = engine.records
+        chunk = engine.take_records()
         if chunk:
             for consume in consumers:
                 consume(chunk)
-            engine.records = []  # the consumers may keep the chunk: no copy, no clearing
         if on_progress is not None:
             on_progress(now)
 

@@ -99,10 +99,10 @@ class Replayed:
 def replay(spec: str, vms: list[str], session: Iterable[SessionRecord], *,
            profile: Profile | None = None, seed: int = 0) -> Replayed:
     """Replay ``session`` under ``spec`` and keep every timeline record."""
-    flat: list[int] = []
+    chunks: list[bytes] = []
     outcome = run(parse_spec(spec), vms, iter(session), profile or load_profile("default"),
-                  seed=seed, observe=lambda timeline: [flat.extend])
-    return Replayed(list(rows(flat)), outcome.timeline, outcome)
+                  seed=seed, observe=lambda timeline: [chunks.append])
+    return Replayed(list(rows(b"".join(chunks))), outcome.timeline, outcome)
 
 
 class _Idle(Policy):
@@ -118,12 +118,12 @@ class Rig:
 
     engine: Engine
     host: Host
-    flat: list[int]
 
     @property
     def records(self) -> list[Record]:
-        """The records so far, as tuples (the engine appends six ints per record)."""
-        return list(rows(self.flat))
+        """The records so far, as tuples."""
+        assert self.engine.records is not None
+        return list(rows(self.engine.records.getvalue()))
 
     def thread(self, name: str) -> Thread:
         return Thread(self.engine, name, "rpc-worker")
@@ -137,13 +137,12 @@ class Rig:
 
 def rig(*, seed: int = 0, vms: int = 1, **params: Any) -> Rig:
     """A host with ``vms`` VMs and no RPC workers unless ``params`` ask for them."""
-    records: list[int] = []
-    engine = Engine(seed, records)
+    engine = Engine(seed, keep=True)
     defaults: dict[str, Any] = {"workers": 0, "prio_workers": 0}
     host = Host(engine, load_profile("default"), HostParams(**{**defaults, **params}),
                 [f"vm{i}" for i in range(vms)], None)
     host.policy = _Idle(host)
-    return Rig(engine, host, records)
+    return Rig(engine, host)
 
 
 # -- queueing theory ----------------------------------------------------------------------
@@ -210,7 +209,7 @@ class QueueWaits:
         self.arrive: list[int] = []
         self.start: dict[int, int] = {}
 
-    def __call__(self, chunk: Sequence[int]) -> None:
+    def __call__(self, chunk: bytes) -> None:
         arrive, start = self.arrive, self.start
         for t, kind, _, _, ref, _ in rows(chunk):
             if kind == RPC_ARRIVE:

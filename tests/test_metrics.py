@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 import pytest
 
@@ -14,6 +16,7 @@ from replay.run import run
 from tracer.defaults import default_session
 from tracer.session import read_session
 from tracer.timeline import (
+    RECORD_SIZE,
     EventInfo,
     EventTable,
     Finding,
@@ -28,6 +31,11 @@ from tracer.timeline import (
 K = Kind
 MAIN, W0, W1 = 0, 1, 2
 A, B = 0, 1
+
+
+def as_chunk(flat: list[int]) -> bytes:
+    """Records given as a list of ints (six per record), as the chunk a run hands out."""
+    return struct.pack(f"<{len(flat)}q", *flat)
 
 
 def mainloop_blocked() -> Timeline:
@@ -178,9 +186,9 @@ def test_collector_results_exact_with_an_event_never_handled() -> None:
             chunk += [t + 10, K.HANDLER_BEGIN, 0, A, i, 0,
                       t + 10 + i % 7, K.EVENT_DONE, -1, A, i, 0]
         if len(chunk) >= 6 * 3000:
-            collector(chunk)
+            collector(as_chunk(chunk))
             chunk = []
-    collector(chunk)
+    collector(as_chunk(chunk))
     assert collector.events.base == 5
     results = collector.results(n * 1000, {"ordering_violations": 0, "suppressed": {}})
     assert results["events"] == n
@@ -198,12 +206,12 @@ def test_collector_window_slides_past_finished_items() -> None:
         chunk: list[int] = []
         for i in range(start, start + 1000):
             chunk += [i, K.EVENT_ARRIVE, -1, A, i, 10, i + 1, K.EVENT_DONE, -1, A, i, 0]
-        collector(chunk)
+        collector(as_chunk(chunk))
     # Memory follows the items in flight: the arrays never grew past a few chunks' ids.
     assert len(collector.events.arrival) <= 4096
     assert collector.events.base >= 90_000
     with pytest.raises(ValueError, match="after it finished"):
-        collector([5, K.EVENT_DONE, -1, A, 3, 0])
+        collector(as_chunk([5, K.EVENT_DONE, -1, A, 3, 0]))
 
 
 @pytest.mark.parametrize("policy", ["mainloop", "per-vm-thread", "pool"])
@@ -213,13 +221,14 @@ def test_collector_results_do_not_depend_on_chunking(policy: str) -> None:
     session = default_session()
     header, records = read_session(session)
     spec = parse_spec(policy)
-    kept: list[int] = []
+    kept: list[bytes] = []
     outcome = run(spec, header.vms, records, load_profile("default", header.cost_profile),
-                  observe=lambda _tl: [kept.extend])
+                  observe=lambda _tl: [kept.append])
     whole, pieces = Collector(outcome.timeline), Collector(outcome.timeline)
-    whole(kept)
-    for start in range(0, len(kept), 6 * 7):
-        pieces(kept[start:start + 6 * 7])
+    chunk = b"".join(kept)
+    whole(chunk)
+    for start in range(0, len(chunk), RECORD_SIZE * 7):
+        pieces(chunk[start:start + RECORD_SIZE * 7])
     watch = {"ordering_violations": 0, "suppressed": {}}
     assert whole.results(outcome.end_ns, watch) == pieces.results(outcome.end_ns, watch)
     assert whole.results(outcome.end_ns, watch)["events_handled"] > 0
@@ -230,8 +239,8 @@ def test_collector_keeps_a_pause_that_reopens_within_a_chunk() -> None:
     end (records are taken in order, not grouped by kind)."""
     tl = Timeline(spec="s", vms=["vm-a"], threads=[ThreadInfo("main-loop", "mainloop")])
     collector = Collector(tl)
-    collector([10, K.READ_PAUSED, 0, A, -1, 0,
-               20, K.READ_RESUMED, 0, A, -1, 10,
-               30, K.READ_PAUSED, 0, A, -1, 0])
+    collector(as_chunk([10, K.READ_PAUSED, 0, A, -1, 0,
+                        20, K.READ_RESUMED, 0, A, -1, 10,
+                        30, K.READ_PAUSED, 0, A, -1, 0]))
     results = collector.results(100, {"ordering_violations": 0, "suppressed": {}})
     assert results["read_paused_ns"] == 10 + (100 - 30)

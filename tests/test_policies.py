@@ -223,11 +223,11 @@ def test_a_workload_read_in_full_replays_as_the_session_streamed(policy: str) ->
     vms, records = fleet.vms(params), list(fleet.records(params, 0))
     profile = load_profile("default")
 
-    def replay_of(source: Iterator[SessionRecord] | Workload) -> tuple[list[int], Any]:
-        kept: list[int] = []
+    def replay_of(source: Iterator[SessionRecord] | Workload) -> tuple[bytes, Any]:
+        kept: list[bytes] = []
         outcome = run(parse_spec(policy), vms, source, profile,
-                      observe=lambda timeline: [kept.extend])
-        return kept, outcome.summary
+                      observe=lambda timeline: [kept.append])
+        return b"".join(kept), outcome.summary
 
     workload = Workload(iter(records), vms, profile)
     workload.read_all()

@@ -86,11 +86,11 @@ class TimelineWriter(ParquetStream):
     def __init__(self, path: Path) -> None:
         super().__init__(path, SCHEMA)
 
-    def write(self, policy: int, chunk: Sequence[int]) -> None:
-        """Write a chunk of records (a flat list, six ints per record)."""
+    def write(self, policy: int, chunk: bytes) -> None:
+        """Write a chunk of records (``tracer.timeline.RECORD`` each)."""
         if not chunk:
             return
-        columns = np.fromiter(chunk, np.int64, len(chunk)).reshape(-1, 6).T
+        columns = np.frombuffer(chunk, "<i8").reshape(-1, 6).T
         arrays = [pa.array(np.full(columns.shape[1], policy, np.int16))]
         arrays += [pa.array(col) for col in columns]
         self.add(pa.Table.from_arrays(arrays, schema=SCHEMA))

@@ -8,8 +8,9 @@ know nothing about policies. A record is six integers::
 
 ``thread`` indexes :attr:`Timeline.threads`, ``vm`` indexes the VM names (-1: none),
 ``ref`` is the subject (an event id, an RPC id, a queue id, a finding index; -1: none) and
-``value`` a number whose meaning depends on the kind. Consumers get records in chunks: flat
-lists of ints, six per record (:func:`rows` iterates them as tuples). Ids index the tables of the
+``value`` a number whose meaning depends on the kind. Consumers get records in chunks:
+``bytes`` of six little-endian int64 per record (:data:`RECORD`; :func:`rows` iterates them
+as tuples, ``numpy.frombuffer`` reads them as they are). Ids index the tables of the
 :class:`Timeline` (events, RPCs, queues, findings), so a record stays a flat row that goes
 to Parquet and pandas as it is.
 
@@ -54,7 +55,7 @@ from __future__ import annotations
 import struct
 import sys
 from array import array
-from collections.abc import Iterator, MutableSequence, Sequence
+from collections.abc import Iterator, MutableSequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Final, overload
@@ -98,6 +99,20 @@ DROP_NOT_SENT: Final = 3      # caused by a command that the replay never sent
 
 #: Event classes (from the cost profile).
 CLASSES: Final = ("inline", "deferred", "conditional", "inline+deferred")
+#: One record in a chunk: ``(t_ns, kind, thread, vm, ref, value)``, little-endian int64. The
+#: compiled engine writes them as machine ints (``librt.strings.write_i64_le``): no int
+#: object per field, and a chunk goes to numpy or Parquet without conversion.
+RECORD: Final = struct.Struct("<6q")
+RECORD_SIZE: Final = 48
+assert RECORD.size == RECORD_SIZE
+#: Byte offsets of a record's fields, for consumers that read a chunk in place
+#: (``librt.strings.read_i64_le``).
+T_NS: Final = 0
+KIND: Final = 8
+THREAD: Final = 16
+VM: Final = 24
+REF: Final = 32
+VALUE: Final = 40
 #: Rows a table buffers before it moves them into its columns (see ``_Columns``).
 PENDING_ROWS: Final = 4096
 
@@ -346,14 +361,9 @@ class RpcTable(MutableSequence[RpcInfo]):
         raise TypeError("RPC rows are appended, never inserted")
 
 
-def rows(chunk: Sequence[int]) -> Iterator[tuple[int, int, int, int, int, int]]:
-    """The records of a flat chunk (six ints per record) as tuples.
-
-    Runs hand their consumers flat lists: appending six ints costs less than keeping a
-    tuple per record, and numpy reads a flat list twice as fast.
-    """
-    it = iter(chunk)
-    return zip(it, it, it, it, it, it, strict=True)
+def rows(chunk: bytes) -> Iterator[tuple[int, int, int, int, int, int]]:
+    """The records of a chunk as tuples."""
+    return RECORD.iter_unpack(chunk)
 
 
 @dataclass
