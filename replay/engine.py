@@ -19,7 +19,7 @@ the heap would have handed it back next anyway, so the order of everything is un
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any, Final
 
 from librt.strings import BytesWriter, write_i64_le
@@ -257,7 +257,7 @@ class Thread(Entry):
     """
 
     __slots__ = (
-        "engine", "tid", "name", "role", "vm", "step", "token", "failed", "error",
+        "engine", "tid", "name", "role", "vm", "body", "token", "failed", "error",
         "wait_since", "job_req", "deadline", "overtakes", "blocked", "owner", "api", "busy_vm",
     )
 
@@ -269,9 +269,9 @@ class Thread(Entry):
         self.name = name
         self.role = role
         self.vm = vm
-        #: The running body's ``send`` (bound once per body: compiled, a method lookup on the
-        #: generator per resume costs more than the call). None when no body runs.
-        self.step: Callable[[None], int | None] | None = None
+        #: The running body (None when none runs). The engine iterates it: compiled, a
+        #: generator's ``tp_iternext`` is a C call, and its end is no StopIteration.
+        self.body: Iterator[int | None] | None = None
         self.token = 0
         self.failed = False
         self.error = ""
@@ -289,7 +289,7 @@ class Thread(Entry):
         self.busy_vm = -1
 
     def start(self, body: Body) -> None:
-        self.step = body.send
+        self.body = body
         self.turn(self.engine.now)
 
     def turn(self, t: int) -> None:
@@ -304,31 +304,29 @@ class Thread(Entry):
         """Run the body up to its next wait or cost. From the engine loop (``ahead``), a
         cost that ends before anything else is due is spent at once and the body goes on.
         Scheduled by :meth:`turn`."""
-        step = self.step
-        assert step is not None
+        body = self.body
+        assert body is not None
         engine = self.engine
         heap = engine._heap
         settle = engine._settle
         horizon = engine.horizon
         engine.stepping = self
-        try:
-            d = step(None)
-            while d is not None:
-                if d:
-                    if not ahead:
-                        break
-                    t = engine.now + d
-                    if ((heap and heap[0].t <= t) or engine.t_next <= t or settle
-                            or t > horizon):
-                        break
-                    engine.now = t
-                d = step(None)
-        except StopIteration:
-            self.step = None
-            d = None
+        wait = 0
+        for d in body:
+            if d is None:
+                break  # parked
+            if d:
+                t = engine.now + d
+                if (not ahead or (heap and heap[0].t <= t) or engine.t_next <= t or settle
+                        or t > horizon):
+                    wait = d
+                    break
+                engine.now = t
+        else:
+            self.body = None  # the body returned
         engine.stepping = None
-        if d is not None:
-            self.turn(engine.now + d)
+        if wait:
+            self.turn(engine.now + wait)
 
     def wake(self) -> None:
         """Make a parked thread runnable now (invalidating its pending timers).
