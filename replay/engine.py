@@ -102,8 +102,9 @@ class Engine:
     def __init__(self, seed: int = 0, keep: bool = False) -> None:
         self.now = 0
         self.rng = random.Random(seed)
-        #: Where timeline records go (see ``tracer.timeline``); None: the run keeps none.
-        self.records: BytesWriter | None = BytesWriter() if keep else None
+        #: Whether the run keeps timeline records, and where they go (``tracer.timeline``).
+        self.keep = keep
+        self.records = BytesWriter()
         self._heap: list[Entry] = []
         #: Entries scheduled so far (the tie-breaker of same-time entries).
         self.seq = 0
@@ -119,8 +120,8 @@ class Engine:
     def record(self, t: int, kind: int, thread: int, vm: int, ref: int, value: int) -> None:
         """One timeline record, if the run keeps them. Compiled, the six fields go into the
         buffer as machine ints: no int object, no list."""
-        out = self.records
-        if out is not None:
+        if self.keep:
+            out = self.records
             write_i64_le(out, t)
             write_i64_le(out, kind)
             write_i64_le(out, thread)
@@ -131,11 +132,8 @@ class Engine:
     def take_records(self) -> bytes:
         """The records made since the last call, as one chunk (``tracer.timeline.RECORD``
         each; empty when the run keeps none)."""
-        out = self.records
-        if out is None:
-            return b""
-        chunk = out.getvalue()
-        out.truncate(0)
+        chunk = self.records.getvalue()
+        self.records.truncate(0)
         return chunk
 
     def at(self, t: int, fn: Callable[[Any], None], arg: Any = None) -> None:

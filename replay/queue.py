@@ -60,7 +60,7 @@ class Gauge:
             history.last = depth
         else:
             history.note(now, depth)
-        if engine.records is not None:  # (two calls saved per change when records go unkept)
+        if engine.keep:  # (two calls saved per change when records go unkept)
             engine.record(now, QUEUE_DEPTH, -1, self.vm, self.qid, depth)
             engine.record(now, QUEUE_BYTES, -1, self.vm, self.qid, self.bytes)
 

@@ -122,7 +122,6 @@ class Rig:
     @property
     def records(self) -> list[Record]:
         """The records so far, as tuples."""
-        assert self.engine.records is not None
         return list(rows(self.engine.records.getvalue()))
 
     def thread(self, name: str) -> Thread:
