@@ -97,7 +97,7 @@ class Call(Entry):
 
 
 class Engine:
-    """Virtual clock, callback heap, settle list, the run's RNG and its record list."""
+    """Virtual clock, callback heap, settle list, the run's RNG and its record buffer."""
 
     def __init__(self, seed: int = 0, keep: bool = False) -> None:
         self.now = 0

@@ -60,6 +60,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Final, overload
 
+from librt.strings import BytesWriter, write_i32_le, write_i64_le
+
 
 class Kind(IntEnum):
     """Timeline record kinds (stable numbers: they are stored in Parquet)."""
@@ -115,14 +117,6 @@ REF: Final = 32
 VALUE: Final = 40
 #: Rows a table buffers before it moves them into its columns (see ``_Columns``).
 PENDING_ROWS: Final = 4096
-
-
-def packed(values: list[int], typecode: str) -> bytes:
-    """``values`` as the machine ints of an ``array`` typecode. For lists of a few thousand
-    ints, ``struct.pack`` converts at about half the cost of ``numpy.array`` or
-    ``array.fromlist``, which inspect or parse each value (a whole record chunk, a million
-    ints, goes faster through ``numpy.fromiter``)."""
-    return struct.pack(f"{len(values)}{typecode}", *values)
 
 
 def owner_is_event(owner: int) -> bool:
@@ -206,35 +200,49 @@ class _Names:
 
 
 class _Columns:
-    """A table's five int columns (``array`` typecodes), new rows buffered in a list and
-    moved into the columns :data:`PENDING_ROWS` at a time (:func:`packed`), or before a read.
-
-    Compiled, a list append is a native call; an array's ``append`` (or ``extend``, per
-    value) is a method looked up by name that parses its argument, 10x slower.
-    """
+    """A table's five int columns (``array`` typecodes ``i``, ``q`` or ``B``). New rows are
+    written as machine ints into one buffer per column (``librt.strings``: compiled, no
+    int object per value) and moved into the columns :data:`PENDING_ROWS` at a time, or
+    before a read."""
 
     def __init__(self, typecodes: str) -> None:
         self.columns = tuple(array(code) for code in typecodes)
-        #: Rows not in the columns yet, flat, a value per column each.
-        self.pending: list[int] = []
+        self.pending = tuple(BytesWriter() for _ in typecodes)
+        self.sizes = tuple(column.itemsize for column in self.columns)
+        assert all(code in "iqB" for code in typecodes), typecodes  # what _write writes
+        self.rows = 0
 
     def add(self, a: int, b: int, c: int, d: int, e: int) -> None:
-        pending = self.pending
-        pending.append(a)
-        pending.append(b)
-        pending.append(c)
-        pending.append(d)
-        pending.append(e)
-        if len(pending) >= 5 * PENDING_ROWS:
+        pending, sizes = self.pending, self.sizes
+        _write(pending[0], sizes[0], a)
+        _write(pending[1], sizes[1], b)
+        _write(pending[2], sizes[2], c)
+        _write(pending[3], sizes[3], d)
+        _write(pending[4], sizes[4], e)
+        self.rows += 1
+        if self.rows >= PENDING_ROWS:
             self.settle()
 
     def settle(self) -> None:
         """Move the buffered rows into the columns (call before reading a column)."""
-        pending = self.pending
-        if pending:
-            for k, column in enumerate(self.columns):
-                column.frombytes(packed(pending[k::5], column.typecode))
-            pending.clear()
+        if self.rows:
+            for column, out in zip(self.columns, self.pending, strict=True):
+                rows = array(column.typecode, out.getvalue())
+                if sys.byteorder == "big":  # written little-endian
+                    rows.byteswap()
+                column.extend(rows)
+                out.truncate(0)
+            self.rows = 0
+
+
+def _write(out: BytesWriter, size: int, value: int) -> None:
+    """``value`` as a little-endian int of ``size`` bytes."""
+    if size == 8:
+        write_i64_le(out, value)
+    elif size == 4:
+        write_i32_le(out, value)
+    else:
+        out.append(value)  # (1-byte columns are unsigned)
 
 
 class EventTable(MutableSequence[EventInfo]):
@@ -244,7 +252,7 @@ class EventTable(MutableSequence[EventInfo]):
     """
 
     def __init__(self, rows: list[EventInfo] | None = None) -> None:
-        self._rows = _Columns("iibqq")
+        self._rows = _Columns("iiBqq")
         self._vm, self._name, self._cls, self._arrival, self._size = self._rows.columns
         self._names = _Names()
         for row in rows or ():
@@ -294,7 +302,7 @@ class RpcTable(MutableSequence[RpcInfo]):
     """The RPCs table in columns (API names and command lists stored once each)."""
 
     def __init__(self, rows: list[RpcInfo] | None = None) -> None:
-        self._rows = _Columns("iiqbi")
+        self._rows = _Columns("iiqBi")
         self._vm, self._api, self._arrival, self._priority, self._commands = self._rows.columns
         self._names = _Names()
         self._lists: list[tuple[str, ...]] = []
@@ -370,8 +378,8 @@ def rows(chunk: bytes) -> Iterator[tuple[int, int, int, int, int, int]]:
 class Timeline:
     """A run's records plus the tables their ids point into.
 
-    ``records`` is filled by the engine when the run keeps its timeline; consumers that
-    stream (the trace writer) may instead be handed records in chunks.
+    ``records`` holds the records of a timeline read back from a run directory (or built
+    by hand); a run hands its records to consumers in chunks instead.
     """
 
     spec: str
