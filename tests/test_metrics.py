@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import struct
-
 import numpy as np
 import pytest
+from timelines import as_chunk
 
 from analysis.collector import Collector
 from analysis.frames import build_frames
@@ -31,11 +30,6 @@ from tracer.timeline import (
 K = Kind
 MAIN, W0, W1 = 0, 1, 2
 A, B = 0, 1
-
-
-def as_chunk(flat: list[int]) -> bytes:
-    """Records given as a list of ints (six per record), as the chunk a run hands out."""
-    return struct.pack(f"<{len(flat)}q", *flat)
 
 
 def mainloop_blocked() -> Timeline:

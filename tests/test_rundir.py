@@ -3,10 +3,10 @@ every record read back as written."""
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from timelines import as_chunk
 
 from tracer.rundir import COLUMNS, ROW_GROUP, TimelineWriter
 
@@ -20,7 +20,7 @@ def test_small_chunks_make_few_row_groups(tmp_path: Path) -> None:
         for i in range(1000):
             n = c * 1000 + i
             chunk += [n * 10, 1 + n % 26, n % 7, n % 200, n, -n]
-        writer.write(c % 3, struct.pack(f"<{len(chunk)}q", *chunk))  # as a run hands it out
+        writer.write(c % 3, as_chunk(chunk))
         written.append((c % 3, chunk))
     writer.close()
     meta = pq.ParquetFile(path).metadata

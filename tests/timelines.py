@@ -10,6 +10,8 @@ an event still pending at the end, a finding, and an RPC left unfinished at RUN_
 
 from __future__ import annotations
 
+import struct
+
 from tracer.timeline import (
     DROP_JOB_TIMEOUT,
     EventInfo,
@@ -24,6 +26,11 @@ from tracer.timeline import (
 )
 
 Record = tuple[int, int, int, int, int, int]
+
+
+def as_chunk(flat: list[int]) -> bytes:
+    """Records given as a list of ints (six per record), as the chunk a run hands out."""
+    return struct.pack(f"<{len(flat)}q", *flat)
 
 VMS = ["vm-a", "vm-b"]
 PATHS = ["event-worker", "mainloop", "global-worker"]

@@ -105,8 +105,7 @@ CLASSES: Final = ("inline", "deferred", "conditional", "inline+deferred")
 #: compiled engine writes them as machine ints (``librt.strings.write_i64_le``): no int
 #: object per field, and a chunk goes to numpy or Parquet without conversion.
 RECORD: Final = struct.Struct("<6q")
-RECORD_SIZE: Final = 48
-assert RECORD.size == RECORD_SIZE
+RECORD_SIZE: Final = RECORD.size
 #: Byte offsets of a record's fields, for consumers that read a chunk in place
 #: (``librt.strings.read_i64_le``).
 T_NS: Final = 0
