@@ -1,82 +1,98 @@
-"""A FIFO for the model's queues (monitor inboxes, event queues, the RPC queue): a list
-and the index of its head.
+"""A FIFO for the model's queues (monitor inboxes, event queues, the RPC queue): a ring of
+slots in a list.
 
 Compiled, :class:`collections.deque` is a foreign type: each append, popleft, index or
 truth test on one is a method looked up by name, several per message. :class:`Fifo` is a
-native class, so those are direct calls. Taken items stay in the list until it drains or
-its taken half is cut off in one slice, so memory stays within twice the queue's length.
-(The workload keeps a deque of ``(time, item)`` tuples: read from a generic class, a tuple
-is checked element by element, which costs more than the deque's method lookups.)
+native class, so those are direct calls. Its list keeps its length (a power of two, grown
+by doubling when full), so a queue that drains and fills again, as a monitor's inbox does
+with every message, never frees and reallocates it; a taken item's slot is cleared, so the
+FIFO holds no item it handed out. (The workload keeps a deque of ``(time, item)`` tuples:
+read from a generic class, a tuple is checked element by element, which costs more than
+the deque's method lookups.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Final, Generic, TypeVar
+from typing import Final, Generic, TypeVar, cast
 
 T = TypeVar("T")
 
-#: Taken items kept before the list is compacted (if they are half of it or more).
-COMPACT_AFTER: Final = 1024
+#: Slots of a new FIFO.
+FIRST_SLOTS: Final = 8
 
 
 class Fifo(Generic[T]):
     """First in, first out; ``fifo[i]`` is the ``i``-th from the head (negative: tail)."""
 
-    __slots__ = ("_items", "_head")
+    __slots__ = ("_slots", "_head", "_count", "_mask")
 
     def __init__(self) -> None:
-        self._items: list[T] = []
+        self._slots: list[T | None] = [None] * FIRST_SLOTS
         self._head = 0
+        self._count = 0
+        self._mask = FIRST_SLOTS - 1
 
     def __len__(self) -> int:
-        return len(self._items) - self._head
+        return self._count
 
     def __bool__(self) -> bool:
-        return len(self._items) > self._head
+        return self._count > 0
 
     def __getitem__(self, i: int) -> T:
-        n = len(self._items) - self._head
+        n = self._count
         if i < 0:
             i += n
         if not 0 <= i < n:
             raise IndexError(f"index {i} out of a FIFO of {n}")
-        return self._items[self._head + i]
+        return cast(T, self._slots[(self._head + i) & self._mask])
 
     def __iter__(self) -> Iterator[T]:
         """Head to tail, lazily (a scan that stops early costs what it reads); the FIFO
         must not change meanwhile."""
-        items = self._items
-        for i in range(self._head, len(items)):
-            yield items[i]
+        slots, head, mask = self._slots, self._head, self._mask
+        for i in range(self._count):
+            yield cast(T, slots[(head + i) & mask])
 
     def append(self, item: T) -> None:
-        self._items.append(item)
+        if self._count > self._mask:
+            self._grow()
+        self._slots[(self._head + self._count) & self._mask] = item
+        self._count += 1
 
     def popleft(self) -> T:
-        items = self._items
-        head = self._head
-        if head >= len(items):
+        if not self._count:
             raise IndexError("popleft from an empty FIFO")
-        item = items[head]
-        head += 1
-        if head == len(items):
-            items.clear()
-            head = 0
-        elif head >= COMPACT_AFTER and 2 * head >= len(items):
-            del items[:head]
-            head = 0
-        self._head = head
-        return item
-
-    def insert(self, i: int, item: T) -> None:
-        """Put ``item`` before the ``i``-th from the head."""
-        self._items.insert(self._head + i, item)
+        slots = self._slots
+        head = self._head
+        item = slots[head]
+        slots[head] = None
+        self._head = (head + 1) & self._mask
+        self._count -= 1
+        return cast(T, item)
 
     def remove(self, item: T) -> None:
-        """Take out the first ``item`` (ValueError if there is none)."""
-        del self._items[self._items.index(item, self._head)]
+        """Take out the first ``item`` (ValueError if there is none); the later ones move
+        up a slot."""
+        slots, head, mask, n = self._slots, self._head, self._mask, self._count
+        for i in range(n):
+            if slots[(head + i) & mask] == item:
+                for j in range(i, n - 1):
+                    slots[(head + j) & mask] = slots[(head + j + 1) & mask]
+                slots[(head + n - 1) & mask] = None
+                self._count = n - 1
+                return
+        raise ValueError("Fifo.remove(x): x not in FIFO")
 
     def clear(self) -> None:
-        self._items.clear()
+        self._slots = [None] * FIRST_SLOTS
         self._head = 0
+        self._count = 0
+        self._mask = FIRST_SLOTS - 1
+
+    def _grow(self) -> None:
+        """Twice the slots, the items from the first on (full: the head is anywhere)."""
+        slots, head = self._slots, self._head
+        self._slots = slots[head:] + slots[:head] + [None] * len(slots)
+        self._head = 0
+        self._mask = 2 * len(slots) - 1

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from replay.fifo import COMPACT_AFTER, Fifo
+from replay.fifo import FIRST_SLOTS, Fifo
 
-OPS = st.lists(st.tuples(st.sampled_from(["append", "popleft", "insert", "remove", "clear"]),
+OPS = st.lists(st.tuples(st.sampled_from(["append", "popleft", "remove", "clear"]),
                          st.integers(-5, 50)), max_size=300)
 
 
@@ -24,10 +24,6 @@ def test_fifo_matches_deque(ops: list[tuple[str, int]]) -> None:
             model.append(n)
         elif op == "popleft" and model:
             assert fifo.popleft() == model.popleft()
-        elif op == "insert":
-            i = n % (len(model) + 1)
-            fifo.insert(i, n)
-            model.insert(i, n)
         elif op == "remove" and n in model:
             fifo.remove(n)
             model.remove(n)
@@ -51,14 +47,15 @@ def test_fifo_errors_like_deque() -> None:
         fifo.remove(2)
 
 
-def test_a_fifo_that_never_drains_drops_what_it_handed_out() -> None:
-    """Ten queued all along, 100,000 through: the list never holds much more than
-    COMPACT_AFTER taken items."""
+def test_a_fifo_keeps_no_item_it_handed_out_and_grows_to_its_peak_only() -> None:
+    """Ten queued all along, 100,000 through: the slots stay at the first power of two
+    above ten, and every slot outside the ten queued is empty."""
     fifo: Fifo[int] = Fifo()
     for i in range(10):
         fifo.append(i)
     for i in range(10, 100_010):
         fifo.append(i)
         assert fifo.popleft() == i - 10
-        assert len(fifo._items) <= COMPACT_AFTER + 11
+    assert len(fifo._slots) == 2 * FIRST_SLOTS
+    assert sorted(x for x in fifo._slots if x is not None) == list(fifo)
     assert list(fifo) == list(range(100_000, 100_010))
