@@ -190,8 +190,10 @@ class Watch:
                             f"{th.name} ({th.api}) still waits for QEMU's reply to "
                             f"{vm.waiting_cmd}: the session has none")
         for name, q in self.queues:
+            if q.peak < 100:
+                continue
             w = q.history.window_maxima(first_ns, last_ns, GROWTH_WINDOWS)
-            if (q.peak >= 100 and all(a <= b for a, b in zip(w, w[1:], strict=False))
+            if (all(a <= b for a, b in zip(w, w[1:], strict=False))
                     and w[-1] >= 4 * w[0] and w[-1] >= 100):
                 vms = [host.vms[q.vm].name] if q.vm >= 0 else []
                 self.report("unbounded-growth", vms, [],

@@ -164,7 +164,7 @@ class Workload:
         while True:
             if ready:
                 due = ready[0][0] + lookahead
-                if self.last_ns <= due:
+                if self.last_ns <= due and not self._exhausted:
                     self._read_past(due)
                 item = ready.popleft()
                 self._handed_ns = item[0]
