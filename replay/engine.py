@@ -1,9 +1,10 @@
 """The discrete-event engine: virtual time in integer ns and cooperative threads.
 
-A thread is a generator. It yields a number of ns to spend on the CPU (``yield cost``), or
-:data:`PARK` (``None``) to block until something calls :meth:`Thread.wake`. Primitives
-return ``0`` when the thread may go on at once and ``PARK`` when it must wait, so a thread
-writes ``yield vm.mutex.lock(th)`` and a free lock costs a flag test, not a scheduled event.
+A thread is a generator. It spends CPU time with ``yield th.spend(ns)`` (or ``yield ns``),
+and yields :data:`PARK` (``None``) to block until something calls :meth:`Thread.wake`.
+Primitives return ``0`` when the thread may go on at once and ``PARK`` when it must wait,
+so a thread writes ``yield vm.mutex.lock(th)`` and a free lock costs a flag test, not a
+scheduled event.
 
 Three things drive time: a heap of :class:`Entry` (a callback, or a thread's turn: a
 thread is its own entry, so scheduling one allocates nothing), :class:`Arrivals` from the
@@ -28,6 +29,8 @@ from librt.strings import BytesWriter, write_i64_le
 PARK: Final = None
 #: What a primitive returns when the thread may go on at once.
 GO: Final = 0
+#: What :meth:`Thread.spend` returns: spend the ns it set aside.
+SPEND: Final = -1
 #: A time after every run's end.
 NEVER: Final = 1 << 62
 
@@ -70,7 +73,8 @@ class Calls(Arrivals):
 
 class Entry:
     """Something due at :attr:`t` on the engine's heap; same-time entries run in the order
-    they were scheduled (:attr:`seq`, 0 while not on the heap)."""
+    they were scheduled (:attr:`seq`, 0 while not on the heap). A main loop's input waits
+    on a heap of its own (:class:`replay.reader.Ready`)."""
 
     __slots__ = ("t", "seq")
 
@@ -96,6 +100,72 @@ class Call(Entry):
         self.fn(self.arg)
 
 
+class Heap:
+    """Entries in a binary heap by ``(t, seq)``, sifted here rather than by heapq: compiled,
+    a comparison is two native int compares, not a rich comparison.
+
+    Its list never shrinks: :attr:`size` says how much of it is the heap, and slots past it
+    keep entries already taken until pushes overwrite them. (A list shrinking below half
+    its capacity is reallocated, even to the same size, which a heap of a few entries would
+    do on most pops.)
+    """
+
+    __slots__ = ("items", "size", "first_t")
+
+    def __init__(self) -> None:
+        self.items: list[Entry] = []
+        self.size = 0
+        #: When the first entry is due (:data:`NEVER` when there is none): one load to test.
+        self.first_t = NEVER
+
+    def push(self, entry: Entry) -> None:
+        items = self.items
+        i = self.size
+        if i == len(items):
+            items.append(entry)
+        self.size = i + 1
+        t, seq = entry.t, entry.seq
+        while i:
+            up = (i - 1) >> 1
+            parent = items[up]
+            if parent.t < t or (parent.t == t and parent.seq < seq):
+                break
+            items[i] = parent
+            i = up
+        items[i] = entry
+        if not i:
+            self.first_t = t
+
+    def pop(self) -> Entry:
+        """Take the first entry off (there is one)."""
+        items = self.items
+        n = self.size - 1
+        self.size = n
+        top = items[0]
+        if not n:
+            self.first_t = NEVER
+            return top
+        last = items[n]
+        t, seq = last.t, last.seq
+        i = 0
+        c = 1
+        while c < n:
+            child = items[c]
+            if c + 1 < n:
+                right = items[c + 1]
+                if right.t < child.t or (right.t == child.t and right.seq < child.seq):
+                    c += 1
+                    child = right
+            if t < child.t or (t == child.t and seq < child.seq):
+                break
+            items[i] = child
+            i = c
+            c = 2 * i + 1
+        items[i] = last
+        self.first_t = items[0].t
+        return top
+
+
 class Engine:
     """Virtual clock, callback heap, settle list, the run's RNG and its record buffer."""
 
@@ -105,7 +175,7 @@ class Engine:
         #: Whether the run keeps timeline records, and where they go (``tracer.timeline``).
         self.keep = keep
         self.records = BytesWriter()
-        self._heap: list[Entry] = []
+        self._heap = Heap()
         #: Entries scheduled so far (the tie-breaker of same-time entries).
         self.seq = 0
         self._settle: list[Callable[[], None]] = []
@@ -147,46 +217,7 @@ class Engine:
         self.seq += 1
         entry.t = t
         entry.seq = self.seq
-        # A binary heap on (t, seq), sifted here rather than by heapq: compiled, a comparison
-        # is two native int compares, not a rich comparison. The entry's seq is the largest
-        # yet, so it goes above a parent only if it is due earlier.
-        heap = self._heap
-        heap.append(entry)
-        i = len(heap) - 1
-        while i:
-            up = (i - 1) >> 1
-            parent = heap[up]
-            if parent.t <= t:
-                break
-            heap[i] = parent
-            i = up
-        heap[i] = entry
-
-    def _pop(self) -> Entry:
-        """Take the earliest entry off the heap (same time: the first scheduled)."""
-        heap = self._heap
-        last = heap.pop()
-        if not heap:
-            return last
-        top = heap[0]
-        n = len(heap)
-        t, seq = last.t, last.seq
-        i = 0
-        c = 1
-        while c < n:
-            child = heap[c]
-            if c + 1 < n:
-                right = heap[c + 1]
-                if right.t < child.t or (right.t == child.t and right.seq < child.seq):
-                    c += 1
-                    child = right
-            if t < child.t or (t == child.t and seq < child.seq):
-                break
-            heap[i] = child
-            i = c
-            c = 2 * i + 1
-        heap[i] = last
-        return top
+        self._heap.push(entry)
 
     def settle(self, fn: Callable[[], None]) -> None:
         """Call ``fn()`` once every callback at the current ns has run."""
@@ -206,7 +237,7 @@ class Engine:
         t_next = self.t_next = source.next_time()
         steps = 0
         while True:
-            t = heap[0].t if heap else NEVER
+            t = heap.first_t
             if t < t_next:
                 if t > self.now:
                     if settle:
@@ -216,7 +247,7 @@ class Engine:
                         self.now = self.horizon
                         break
                     self.now = t
-                entry = self._pop()
+                entry = heap.pop()
                 entry.seq = 0
                 entry.fire()
                 steps += 1
@@ -257,6 +288,7 @@ class Thread(Entry):
     __slots__ = (
         "engine", "tid", "name", "role", "vm", "body", "token", "failed", "error",
         "wait_since", "job_req", "deadline", "overtakes", "blocked", "owner", "api", "busy_vm",
+        "cost",
     )
 
     def __init__(self, engine: Engine, name: str, role: str, vm: int = -1) -> None:
@@ -285,10 +317,19 @@ class Thread(Entry):
         self.api = ""
         #: The VM whose work the thread is doing now (-1: none), for interference.
         self.busy_vm = -1
+        #: The ns :meth:`spend` set aside.
+        self.cost = 0
 
     def start(self, body: Body) -> None:
         self.body = body
         self.turn(self.engine.now)
+
+    def spend(self, ns: int) -> int:
+        """What a body yields to spend ``ns`` on the CPU: ``yield th.spend(ns)``. The ns stay
+        a machine int here; compiled, yielding them (above 256) would allocate an int object
+        per yield."""
+        self.cost = ns
+        return SPEND if ns else GO
 
     def turn(self, t: int) -> None:
         """Resume the thread at ``t`` (it has no turn pending: a thread runs, waits for a
@@ -314,8 +355,10 @@ class Thread(Entry):
             if d is None:
                 break  # parked
             if d:
+                if d == SPEND:
+                    d = self.cost
                 t = engine.now + d
-                if (not ahead or (heap and heap[0].t <= t) or engine.t_next <= t or settle
+                if (not ahead or heap.first_t <= t or engine.t_next <= t or settle
                         or t > horizon):
                     wait = d
                     break

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from replay.condition import DomainCondition
-from replay.engine import Engine, Thread
+from replay.engine import Engine, Entry, Thread
 from replay.fifo import Fifo
 from replay.findings import Watch
 from replay.job import Job
@@ -77,19 +77,38 @@ class HostParams:
     starvation_k: int = 5
 
 
-class Reply:
-    """A QMP reply on its way from QEMU, on ``vm``'s monitor, to the thread waiting for it."""
+class Reply(Entry):
+    """A QMP reply on its way from QEMU, on ``vm``'s monitor, to the thread waiting for it:
+    on the engine's heap until it arrives (its own entry, so sending a command allocates
+    no callback)."""
 
-    __slots__ = ("vm", "thread", "owner", "error", "size", "arrival")
+    __slots__ = ("host", "vm", "thread", "owner", "error", "size", "arrival")
 
-    def __init__(self, vm: VM, thread: Thread, owner: int, error: bool, size: int,
+    def __init__(self, host: Host, vm: VM, thread: Thread, owner: int, error: bool, size: int,
                  arrival: int) -> None:
+        super().__init__()
+        self.host = host
         self.vm = vm
         self.thread = thread
         self.owner = owner
         self.error = error
         self.size = size
         self.arrival = arrival
+
+    def fire(self) -> None:
+        self.host.reply_arrives(self)
+
+
+class Path:
+    """A path events take through a policy (its report shows each event's), and how many
+    took it; the count is a machine int (compiled, counting in a list of int objects would
+    allocate one per event above 256)."""
+
+    __slots__ = ("id", "events")
+
+    def __init__(self, pid: int) -> None:
+        self.id = pid
+        self.events = 0
 
 
 class VM:
@@ -153,8 +172,7 @@ class Host:
         self.event_count = 0
         self.rpc_count = 0
         self.rpcs_running: dict[int, Rpc] = {}
-        self.path_ids: dict[str, int] = {}
-        self.path_counts: list[int] = []
+        self.paths: dict[str, Path] = {}
         self.hooks = Hooks(late_reply=self._late_reply, late_cause=self._late_cause)
         self.complete_rpc: Callable[[Rpc], None] = lambda rpc: None
         self._unanswered: dict[Command, tuple[Thread, VM, int]] = {}
@@ -181,12 +199,11 @@ class Host:
         if self.timeline is not None:
             self.timeline.queues.append(QueueInfo(name, q.vm))
 
-    def _new_path(self, name: str) -> int:
-        pid = self.path_ids[name] = len(self.path_ids)
-        self.path_counts.append(0)
+    def _new_path(self, name: str) -> Path:
+        path = self.paths[name] = Path(len(self.paths))
         if self.timeline is not None:
             self.timeline.paths.append(name)
-        return pid
+        return path
 
     def sync_threads(self) -> None:
         """Copy new threads into the timeline's table (before their first record)."""
@@ -255,8 +272,7 @@ class Host:
         else:
             error, size = False, 40
         if service >= 0:
-            engine.at(now + service, self._reply_arrives,
-                      Reply(vm, th, owner, error, size, now + service))
+            engine.push(Reply(self, vm, th, owner, error, size, now + service), now + service)
         return None
 
     def _late_reply(self, cmd: Command) -> None:
@@ -265,7 +281,7 @@ class Host:
             return
         th, vm, owner = sender
         at = max(self.engine.now, cmd.sent_at + cmd.service)
-        self.engine.at(at, self._reply_arrives, Reply(vm, th, owner, cmd.error, cmd.reply_size, at))
+        self.engine.push(Reply(self, vm, th, owner, cmd.error, cmd.reply_size, at), at)
 
     def _late_cause(self, cmd: Command, offset: int, ev: Event) -> None:
         if cmd.sent_at == NEVER_SENT:
@@ -288,7 +304,7 @@ class Host:
         for _, ev in cmd.caused:
             self.engine.at(self.engine.now, self._drop_unsent, ev)
 
-    def _reply_arrives(self, reply: Reply) -> None:
+    def reply_arrives(self, reply: Reply) -> None:
         vm = reply.vm
         if vm.dead or vm.waiting is not reply.thread:
             return
@@ -302,7 +318,7 @@ class Host:
         """``th`` has read ``msg`` from ``vm``'s monitor (its read cost spent): a reply wakes
         its waiter, an event is returned for the policy to dispatch.
 
-        Readers pop the inbox, ``yield profile.read_cost(msg.size)``, then call this (a
+        Readers pop the inbox, spend ``profile.read_cost(msg.size)``, then call this (a
         generator per message would cost more than the read itself on the hot path).
         """
         if isinstance(msg, Event):
@@ -368,7 +384,7 @@ class Host:
             cost = self.profile.handler_cost(ev.name, deferred=False)
             finished = ev.cls == INLINE
         if cost:
-            yield cost
+            yield th.spend(cost)
         vm.mutex.unlock(th)
         if finished:
             self.done(ev, path)
@@ -402,7 +418,7 @@ class Host:
         """The deferred handler's work, job and mutex held: CPU, then the QMP it sends."""
         cost = self.profile.handler_cost(ev.name, deferred=True)
         if cost:
-            yield cost
+            yield th.spend(cost)
         for i, name in enumerate(self.profile.event_commands.get(ev.name, ())):
             vm.mutex.unlock(th)
             yield self.send(th, vm, owner, i, None, name, self.profile.handler_command)
@@ -419,12 +435,12 @@ class Host:
         if ev.cls == CONDITIONAL and vm.cond.signal(ev.name, ev.id):
             cost = self.profile.wake_waiter
             if cost:
-                yield cost
+                yield th.spend(cost)
         else:
             if ev.cls != DEFERRED:
                 cost = self.profile.handler_cost(ev.name, deferred=False)
                 if cost:
-                    yield cost
+                    yield th.spend(cost)
             if ev.cls != INLINE:
                 yield from self._deferred_work(th, vm, ev, th.owner)
         self.done(ev, path)
@@ -432,11 +448,11 @@ class Host:
 
     def done(self, ev: Event, path: str) -> None:
         ev.done = True
-        pid = self.path_ids.get(path)
-        if pid is None:
-            pid = self._new_path(path)
-        self.path_counts[pid] += 1
-        self.engine.record(self.engine.now, EVENT_DONE, -1, ev.vm, ev.id, pid)
+        counted = self.paths.get(path)
+        if counted is None:
+            counted = self._new_path(path)
+        counted.events += 1
+        self.engine.record(self.engine.now, EVENT_DONE, -1, ev.vm, ev.id, counted.id)
         self._forget(ev)
 
     def drop(self, ev: Event, reason: int, th: Thread | None = None) -> None:
@@ -463,7 +479,7 @@ class Host:
         self.rpcs_running[rpc.id] = rpc
         engine.record(engine.now, RPC_START, th.tid, rpc.vm, rpc.id, engine.now - rpc.arrival)
         if costs.pre:
-            yield costs.pre
+            yield th.spend(costs.pre)
         yield vm.mutex.lock(th)
         if rpc.destroy:
             self.kill_qemu(vm)
@@ -476,7 +492,7 @@ class Host:
             return
         self.watch.job_begun(th, rpc, vm)
         if costs.locked:
-            yield costs.locked
+            yield th.spend(costs.locked)
         error = False
         self.complete_rpc(rpc)
         commands = rpc.commands
@@ -486,7 +502,7 @@ class Host:
             if i:
                 gap = rpc.gaps[i - 1] if i - 1 < len(rpc.gaps) else costs.between
                 if gap:
-                    yield gap
+                    yield th.spend(gap)
             vm.mutex.unlock(th)
             yield self.send(th, vm, rpc.id, i, cmd, cmd.name, 0)
             yield vm.mutex.lock(th)
@@ -500,7 +516,7 @@ class Host:
         tail = costs.post + (costs.between if commands and not error else 0)
         if costs.sync_wait and not error:
             if tail != costs.post:
-                yield tail - costs.post
+                yield th.spend(tail - costs.post)
             tail = costs.post
             timeout = costs.sync_timeout
             if timeout is None:
@@ -508,7 +524,7 @@ class Host:
             eid = yield from vm.cond.wait(th, rpc.id, costs.sync_wait, timeout)
             error = eid < 0
         if tail:
-            yield tail
+            yield th.spend(tail)
         drain = self.policy.before_job_end(th, vm)
         if drain is not None:
             yield from drain

@@ -11,11 +11,10 @@ A policy method, not a callback: compiled, a callback is a Python-level call per
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Generator
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, cast
 
-from replay.engine import PARK
+from replay.engine import PARK, Entry, Heap
 
 if TYPE_CHECKING:
     from replay.host import VM, Host
@@ -23,25 +22,21 @@ if TYPE_CHECKING:
     from replay.workload import Rpc
 
 
-#: heapq's functions bound once (compiled, a module global is a dict lookup per use).
-heappush: Final = heapq.heappush
-heappop: Final = heapq.heappop
+class Ready(Entry):
+    """Input waiting for the main loop, on its heap: served by arrival (:attr:`t`), then VM,
+    then a VM's monitor before its RPCs, then order of readiness, the last three packed in
+    :attr:`seq`. Each VM has one, reused (a VM is on the heap at most once)."""
 
+    __slots__ = ("item",)
 
-class Ready:
-    """Input waiting for the main loop, served by arrival, then VM, then a VM's monitor
-    before its RPCs, then order of readiness: ``(t, key)``, the last three packed in
-    :attr:`key` (compiled, a comparison is two native int compares, no tuple is built)."""
-
-    __slots__ = ("t", "key", "item")
-
-    def __init__(self, arrival: int, vm: int, rpc: bool, n: int, item: VM | Rpc) -> None:
-        self.t = arrival
-        self.key = (vm << 41) | (int(rpc) << 40) | n
+    def __init__(self, item: VM | Rpc) -> None:
+        super().__init__()
         self.item = item
 
-    def __lt__(self, other: Ready) -> bool:
-        return self.t < other.t or (self.t == other.t and self.key < other.key)
+    def due(self, arrival: int, vm: int, rpc: bool, n: int) -> Ready:
+        self.t = arrival
+        self.seq = (vm << 41) | (int(rpc) << 40) | n
+        return self
 
 
 class MainLoopReader:
@@ -49,7 +44,8 @@ class MainLoopReader:
         self.host = host
         self.policy = policy
         self.thread = host.thread(name, "mainloop")
-        self.ready: list[Ready] = []
+        self.ready = Heap()
+        self.entries = [Ready(vm) for vm in host.vms]
         #: Whether each VM is on ``ready`` (its monitor has input the loop will serve).
         self.queued = [False] * len(host.vms)
         #: Entries pushed on ``ready`` so far (the tie-breaker after arrival and VM).
@@ -64,13 +60,14 @@ class MainLoopReader:
             return
         self.queued[vm.index] = True
         self.seq += 1
-        heappush(self.ready, Ready(vm.inbox[0].arrival, vm.index, False, self.seq, vm))
+        self.ready.push(self.entries[vm.index].due(vm.inbox[0].arrival, vm.index, False,
+                                                   self.seq))
         self._kick()
 
     def rpc_arrived(self, rpc: Rpc) -> None:
         """Serve an RPC request like monitor input (the main loop dispatches RPCs)."""
         self.seq += 1
-        heappush(self.ready, Ready(rpc.arrival, rpc.vm, True, self.seq, rpc))
+        self.ready.push(Ready(rpc).due(rpc.arrival, rpc.vm, True, self.seq))
         self._kick()
 
     def _kick(self) -> None:
@@ -91,13 +88,13 @@ class MainLoopReader:
         from replay.host import VM
 
         while True:
-            if not ready:
+            if not ready.size:
                 self.idle = True
                 th.blocked = None
                 th.busy_vm = -1
                 yield PARK
                 continue
-            item = heappop(ready).item
+            item = cast(Ready, ready.pop()).item
             if type(item) is not VM:
                 pool.submit(item)  # type: ignore[arg-type]
                 continue
@@ -110,7 +107,7 @@ class MainLoopReader:
             cost = profile.read_cost(msg.size)
             if cost:
                 th.busy_vm = index
-                yield cost
+                yield th.spend(cost)
             ev = host.received(th, vm, msg)
             self.inbox_ready(vm)
             if ev is not None:
@@ -153,7 +150,7 @@ class VmReader:
             cost = profile.read_cost(msg.size)
             if cost:
                 th.busy_vm = vm.index
-                yield cost
+                yield th.spend(cost)
             ev = host.received(th, vm, msg)
             if ev is not None:
                 work = policy.on_event(th, ev)

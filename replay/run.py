@@ -143,8 +143,8 @@ def run(
 
     t0 = time.perf_counter()
     end = engine.run(arrivals, progress=flush)
-    host.watch.finish(workload.first_ns or 0, workload.last_ns, dict(zip(
-        host.path_ids, host.path_counts, strict=True)))
+    host.watch.finish(workload.first_ns or 0, workload.last_ns,
+                      {name: path.events for name, path in host.paths.items()})
     engine.record(end, RUN_END, -1, -1, -1, 0)
     flush(end)
     decode = timed.seconds if timed is not None else 0.0

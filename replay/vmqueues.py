@@ -42,6 +42,11 @@ class VmQueues:
             del self.pending[vm.index]
         return ev
 
+    def has_events(self, vm: VM) -> bool:
+        """Whether ``vm`` has queued events (as ``vm.index in pending``, without a lookup)."""
+        q = vm.queue
+        return q is not None and q.depth > 0
+
     def eligible(self, vm: VM) -> bool:
         """Whether a thread may serve ``vm`` now (every VM, unless a policy says otherwise)."""
         return True

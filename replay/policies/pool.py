@@ -84,7 +84,7 @@ class Pool(Policy):
                 host.resume_reading(vm)
             yield from host.handle(th, ev, "event-worker")
             vm.served = None
-            if vm.index in queues.pending and self.idle:
+            if self.idle and queues.has_events(vm):
                 self.idle.pop().wake()
 
     def inbox_ready(self, vm: VM) -> None:

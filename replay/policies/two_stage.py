@@ -57,7 +57,7 @@ class TwoStage(Policy):
     def _take(self, vm: VM) -> Event:
         ev = self.queues.pop(vm)
         self.global_queue.sub(ev.size)
-        if vm.index not in self.queues.pending:
+        if not self.queues.has_events(vm):
             vm.mutex.on_release = vm.job.on_release = None
         return ev
 
@@ -88,7 +88,7 @@ class TwoStage(Policy):
         self.reader.inbox_ready(vm)
 
     def before_job_end(self, th: Thread, vm: VM) -> Body:
-        while vm.index in self.queues.pending:
+        while self.queues.has_events(vm):
             yield from self.host.handle_locked(th, self._take(vm), "rpc-drain")
 
     def discard(self, vm: VM) -> list[Event]:
