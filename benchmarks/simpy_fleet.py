@@ -85,12 +85,12 @@ class FleetModel:
 
     def _arrivals(self, workload: Workload) -> Proc:
         env = self.env
-        for t, item in workload.items():
-            if t > env.now:
-                yield env.timeout(t - env.now)
+        while (item := workload.next_item()) is not None:
+            if item.due > env.now:
+                yield env.timeout(item.due - env.now)
             if isinstance(item, Rpc):
                 env.process(self._rpc(item))
-            else:
+            elif isinstance(item, Event):
                 self._arrive(item)
 
     def _arrive(self, ev: Event) -> None:

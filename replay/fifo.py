@@ -1,14 +1,12 @@
-"""A FIFO for the model's queues (monitor inboxes, event queues, the RPC queue): a ring of
-slots in a list.
+"""A FIFO for the model's queues (monitor inboxes, event queues, the RPC queue, the
+workload's items): a ring of slots in a list.
 
 Compiled, :class:`collections.deque` is a foreign type: each append, popleft, index or
 truth test on one is a method looked up by name, several per message. :class:`Fifo` is a
 native class, so those are direct calls. Its list keeps its length (a power of two, grown
 by doubling when full), so a queue that drains and fills again, as a monitor's inbox does
 with every message, never frees and reallocates it; a taken item's slot is cleared, so the
-FIFO holds no item it handed out. (The workload keeps a deque of ``(time, item)`` tuples:
-read from a generic class, a tuple is checked element by element, which costs more than
-the deque's method lookups.)
+FIFO holds no item it handed out.
 """
 
 from __future__ import annotations
@@ -70,6 +68,15 @@ class Fifo(Generic[T]):
         self._head = (head + 1) & self._mask
         self._count -= 1
         return cast(T, item)
+
+    def insert(self, i: int, item: T) -> None:
+        """Put ``item`` before the ``i``-th from the head (0 ≤ i ≤ len); the later ones move
+        down a slot."""
+        self.append(item)
+        slots, head, mask = self._slots, self._head, self._mask
+        for j in range(self._count - 1, i, -1):
+            slots[(head + j) & mask] = slots[(head + j - 1) & mask]
+        slots[(head + i) & mask] = item
 
     def remove(self, item: T) -> None:
         """Take out the first ``item`` (ValueError if there is none); the later ones move

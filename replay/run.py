@@ -17,7 +17,7 @@ from replay.engine import NEVER, Arrivals, Engine
 from replay.host import Host, HostParams
 from replay.policy import PolicySpec
 from replay.profile import Profile
-from replay.workload import Item, Rpc, Workload
+from replay.workload import Arrival, Event, Rpc, Workload
 from tracer.session import Record as SessionRecord
 from tracer.timeline import Kind, Timeline
 
@@ -50,23 +50,19 @@ class SessionArrivals(Arrivals):
         self.engine = engine
         self.host = host
         self.workload = workload
-        self.items = workload.items()
         self.slack = slack
-        self.item: Item | None = None
+        self.item: Arrival | None = None
 
     def next_time(self) -> int:
-        nxt = next(self.items, None)
+        item = self.item = self.workload.next_item()
         self.engine.horizon = self.workload.last_ns + self.slack
-        if nxt is None:
-            return NEVER
-        self.item = nxt[1]
-        return nxt[0]
+        return NEVER if item is None else item.due
 
     def arrive(self) -> None:
         item = self.item
         if isinstance(item, Rpc):
             self.host.arrive_rpc(item)
-        elif item is not None:
+        elif isinstance(item, Event):
             self.host.arrive_event(item)
 
 

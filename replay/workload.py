@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from replay.engine import NEVER
+from replay.fifo import Fifo
 from replay.profile import ApiCosts, Profile
 from tracer.causes import CAUSED_EVENTS, CAUSES, Attributor
 from tracer.session import Record, wire_bytes
@@ -51,12 +52,25 @@ NOT_SENT: Final = -1
 NEVER_SENT: Final = -2
 
 
-class Event:
+class Arrival:
+    """What the workload hands the replay, at :attr:`due`: an RPC, or an event no command
+    causes."""
+
+    __slots__ = ("due",)
+
+    def __init__(self) -> None:
+        #: When it arrives: its recorded time, or later for one read after the replay's
+        #: clock passed that time.
+        self.due = 0
+
+
+class Event(Arrival):
     """One QMP event (or monitor EOF) on its way through the daemon."""
 
     __slots__ = ("id", "vm", "name", "cls", "arrival", "size", "done", "counted")
 
     def __init__(self, vm: int, name: str, cls: int, arrival: int, size: int) -> None:
+        super().__init__()
         self.id = -1  # assigned on arrival
         self.vm = vm
         self.name = name
@@ -87,7 +101,7 @@ class Command:
         self.sent_at = NOT_SENT
 
 
-class Rpc:
+class Rpc(Arrival):
     """An API call: arrives, waits for a worker, takes the VM's job, sends its commands."""
 
     __slots__ = ("id", "vm", "api", "arrival", "commands", "gaps", "costs", "complete",
@@ -95,6 +109,7 @@ class Rpc:
 
     def __init__(self, vm: int, api: str, arrival: int, costs: ApiCosts,
                  commands: list[Command] | None = None, complete: bool = True) -> None:
+        super().__init__()
         self.id = -1  # assigned on arrival
         self.vm = vm
         self.api = api
@@ -118,9 +133,6 @@ class Hooks:
     late_cause: Callable[[Command, int, Event], None]
 
 
-Item = Rpc | Event
-
-
 @dataclass
 class Workload:
     """A time-ordered stream of RPCs and independent events, built from session records."""
@@ -134,8 +146,8 @@ class Workload:
     first_ns: int | None = None
     last_ns: int = 0
     records_read: int = 0
-    #: Items read and not yet handed out, in time order (same times: in reading order).
-    _ready: deque[tuple[int, Item]] = field(default_factory=deque)
+    #: Items read and not yet handed out, by due time (same times: in reading order).
+    _ready: Fifo[Arrival] = field(default_factory=Fifo)
     _attributor: Attributor = field(init=False)
     #: Commands that may still be the cause of an event, by record number, in send order.
     _commands: dict[int, Command] = field(default_factory=dict)
@@ -157,25 +169,22 @@ class Workload:
         self._vm_index = {name: i for i, name in enumerate(self.vms)}
         self._reader = self._read()
 
-    def items(self) -> Iterator[tuple[int, Item]]:
-        """Yield ``(time, item)`` in time order, reading the session ``lookahead`` ahead."""
+    def next_item(self) -> Arrival | None:
+        """The next item by due time, reading the session ``lookahead`` ahead; None when
+        there is none left. A method, not a generator of ``(time, item)``: compiled, it is
+        a native call, and nothing is allocated per item."""
         ready = self._ready
-        lookahead = self.lookahead
-        while True:
-            if ready:
-                due = ready[0][0] + lookahead
-                if self.last_ns <= due and not self._exhausted:
-                    self._read_past(due)
-                item = ready.popleft()
-                self._handed_ns = item[0]
-                yield item
-            elif self._exhausted:
-                return
-            elif self.first_ns is None:  # nothing read yet: read until an item is ready
-                while not ready and not self._exhausted:
-                    self._read_past(None)
-            else:
-                self._read_past(self.last_ns + lookahead)
+        while not ready:
+            if self._exhausted:
+                return None
+            # nothing read yet: read until an item is ready
+            self._read_past(None if self.first_ns is None else self.last_ns + self.lookahead)
+        ahead = ready[0].due + self.lookahead
+        if self.last_ns <= ahead and not self._exhausted:
+            self._read_past(ahead)
+        item = ready.popleft()
+        self._handed_ns = item.due
+        return item
 
     def read_all(self) -> None:
         """Read the rest of the session now: the replay then runs apart from building its
@@ -221,7 +230,7 @@ class Workload:
             if t > last_ns:
                 self.last_ns = last_ns = t
             kind = rec["kind"]
-            item: Item | None = None  # to queue at ``at``
+            item: Arrival | None = None  # to queue at ``at``
             if kind == "event" or kind == "eof":
                 name = rec["name"] if kind == "event" else "MONITOR_EOF"
                 code = classes.get(name)
@@ -299,10 +308,11 @@ class Workload:
                 if rpc is not None:
                     rpc.complete = True
             if item is not None:
-                if ready and ready[-1][0] <= at:  # in order: the common case of _push
-                    ready.append((at, item))
+                item.due = at
+                if ready and ready[-1].due <= at:  # in order: the common case of _push
+                    ready.append(item)
                 else:
-                    self._push(at, item)
+                    self._push(item)
             if t > expiry and order:
                 while order and order[0][0] < t - lookahead:
                     del commands[order.popleft()[1]]
@@ -312,20 +322,21 @@ class Workload:
                 yield
                 until = self._until
 
-    def _push(self, t: int, item: Item) -> None:
-        """Queue an item in time order. Items come nearly sorted (an RPC named after its
+    def _push(self, item: Arrival) -> None:
+        """Queue an item by due time. Items come nearly sorted (an RPC named after its
         command arrives ``pre`` before it), so an out-of-order one goes in near the end;
         the reader appends one in order itself."""
         ready = self._ready
+        t = item.due
         if t < self._handed_ns:  # older than what the replay already has: it arrives late
-            t = self._handed_ns
-        if not ready or ready[-1][0] <= t:
-            ready.append((t, item))
+            t = item.due = self._handed_ns
+        if not ready or ready[-1].due <= t:
+            ready.append(item)
             return
         i = len(ready) - 1
-        while i > 0 and ready[i - 1][0] > t:
+        while i > 0 and ready[i - 1].due > t:
             i -= 1
-        ready.insert(i, (t, item))
+        ready.insert(i, item)
 
     def _attach(self, cmd: Command, offset: int, ev: Event) -> None:
         cmd.caused.append((offset, ev))

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from replay.fifo import FIRST_SLOTS, Fifo
 
-OPS = st.lists(st.tuples(st.sampled_from(["append", "popleft", "remove", "clear"]),
+OPS = st.lists(st.tuples(st.sampled_from(["append", "popleft", "insert", "remove", "clear"]),
                          st.integers(-5, 50)), max_size=300)
 
 
@@ -24,6 +24,10 @@ def test_fifo_matches_deque(ops: list[tuple[str, int]]) -> None:
             model.append(n)
         elif op == "popleft" and model:
             assert fifo.popleft() == model.popleft()
+        elif op == "insert":
+            i = n % (len(model) + 1)
+            fifo.insert(i, n)
+            model.insert(i, n)
         elif op == "remove" and n in model:
             fifo.remove(n)
             model.remove(n)
