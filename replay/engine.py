@@ -355,12 +355,11 @@ class Thread(Entry):
             if d is None:
                 break  # parked
             if d:
-                if d == SPEND:
-                    d = self.cost
-                t = engine.now + d
+                ns = self.cost if d == SPEND else d  # a machine int (d is an object)
+                t = engine.now + ns
                 if (not ahead or heap.first_t <= t or engine.t_next <= t or settle
                         or t > horizon):
-                    wait = d
+                    wait = ns
                     break
                 engine.now = t
         else:

@@ -171,7 +171,6 @@ class Host:
         self.policy: Policy
         self.event_count = 0
         self.rpc_count = 0
-        self.rpcs_running: dict[int, Rpc] = {}
         self.paths: dict[str, Path] = {}
         self.hooks = Hooks(late_reply=self._late_reply, late_cause=self._late_cause)
         self.complete_rpc: Callable[[Rpc], None] = lambda rpc: None
@@ -476,7 +475,6 @@ class Host:
         th.api = rpc.api
         th.busy_vm = rpc.vm
         th.error = ""
-        self.rpcs_running[rpc.id] = rpc
         engine.record(engine.now, RPC_START, th.tid, rpc.vm, rpc.id, engine.now - rpc.arrival)
         if costs.pre:
             yield th.spend(costs.pre)
@@ -538,7 +536,6 @@ class Host:
             self._never_sent(cmd)
 
     def _end_rpc(self, th: Thread, rpc: Rpc, error: bool) -> None:
-        del self.rpcs_running[rpc.id]
         self.engine.record(self.engine.now, RPC_END, th.tid, rpc.vm, rpc.id, 1 if error else 0)
         th.busy_vm = -1
 

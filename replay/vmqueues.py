@@ -14,7 +14,6 @@ from mypy_extensions import mypyc_attr
 
 if TYPE_CHECKING:
     from replay.host import VM, Host
-    from replay.queue import EventQueue
     from replay.workload import Event
 
 
@@ -22,28 +21,42 @@ if TYPE_CHECKING:
 class VmQueues:
     def __init__(self, host: Host) -> None:
         self.host = host
-        self.queues: list[EventQueue] = []
         for vm in host.vms:
             vm.queue = host.queue(f"{vm.name} events", vm.index)
-            self.queues.append(vm.queue)
-        #: VMs with queued events, by index (insertion order is irrelevant: see oldest()).
-        self.pending: dict[int, VM] = {}
+        #: Every VM, those with queued events first (the first :attr:`pending`, in no
+        #: particular order: see oldest()), and where each VM is in it. Adding or removing
+        #: a VM swaps two places: no allocation, no hashing.
+        self.order = list(host.vms)
+        self.place = list(range(len(host.vms)))
+        self.pending = 0
 
     def push(self, vm: VM, ev: Event) -> None:
-        assert vm.queue is not None
-        vm.queue.push(ev)
-        self.pending[vm.index] = vm
+        q = vm.queue
+        assert q is not None
+        q.push(ev)
+        if q.depth == 1:
+            self._swap(vm, self.pending)
+            self.pending += 1
 
     def pop(self, vm: VM) -> Event:
         q = vm.queue
         assert q is not None
         ev = q.pop()
-        if not q.items:
-            del self.pending[vm.index]
+        if not q.depth:
+            self.pending -= 1
+            self._swap(vm, self.pending)
         return ev
 
+    def _swap(self, vm: VM, i: int) -> None:
+        """Put ``vm`` at place ``i`` and the VM there at ``vm``'s place."""
+        order, place = self.order, self.place
+        j = place[vm.index]
+        other = order[i]
+        order[i], order[j] = vm, other
+        place[vm.index], place[other.index] = i, j
+
     def has_events(self, vm: VM) -> bool:
-        """Whether ``vm`` has queued events (as ``vm.index in pending``, without a lookup)."""
+        """Whether ``vm`` has queued events."""
         q = vm.queue
         return q is not None and q.depth > 0
 
@@ -55,7 +68,9 @@ class VmQueues:
         """The eligible VM whose head event arrived first (ties: VM order)."""
         best: VM | None = None
         best_t = 0
-        for vm in self.pending.values():
+        order = self.order
+        for i in range(self.pending):
+            vm = order[i]
             assert vm.queue is not None
             t = vm.queue.items[0].arrival
             if (best is None or t < best_t or (t == best_t and vm.index < best.index)) \
@@ -64,9 +79,12 @@ class VmQueues:
         return best
 
     def discard(self, vm: VM) -> list[Event]:
-        self.pending.pop(vm.index, None)
         assert vm.queue is not None
-        return vm.queue.clear() if vm.queue.items else []
+        if not vm.queue.depth:
+            return []
+        self.pending -= 1
+        self._swap(vm, self.pending)
+        return vm.queue.clear()
 
     def holds(self, vm: VM, names: frozenset[str]) -> bool:
         assert vm.queue is not None
