@@ -49,6 +49,18 @@ NAMED: Final = frozenset({"command", "event", "api-begin", "api-end"})
 #: Most problems ``validate`` lists before it stops.
 MAX_PROBLEMS: Final = 50
 
+#: The record keys the reader looks up, as the str objects orjson hands out for them: it
+#: reuses one object per key (its key cache), so a lookup with these finds a record's key
+#: by identity instead of comparing characters (if one were evicted from that cache, a
+#: lookup would still find the key, by comparing).
+_KEYS: Final = tuple(orjson.loads(b'{"t_ns":0,"vm":0,"dir":0,"kind":0,"name":0,"wire":0}'))
+T_NS: Final[str] = _KEYS[0]
+VM: Final[str] = _KEYS[1]
+DIR: Final[str] = _KEYS[2]
+KIND: Final[str] = _KEYS[3]
+NAME: Final[str] = _KEYS[4]
+WIRE: Final[str] = _KEYS[5]
+
 Direction = Literal["send", "recv"]
 
 
@@ -254,7 +266,9 @@ class SessionReader:
         loads = orjson.loads
         check = self.check
         vms = self._vms
-        last = dict.fromkeys(vms, 0)
+        # (a comprehension, not dict.fromkeys: from a set, that builds a dict for keys of
+        # any type, whose lookups compare keys by a rich comparison)
+        last = {vm: 0 for vm in vms}
         lineno = 1
         for raw in self._file:
             lineno += 1
@@ -287,10 +301,10 @@ def _in_order(obj: Any, last: dict[str, int]) -> bool:
     if type(obj) is not dict:
         return False
     rec: dict[str, Any] = obj
-    t = rec.get("t_ns")
-    vm = rec.get("vm")
-    kind = rec.get("kind")
-    d = rec.get("dir")
+    t = rec.get(T_NS)
+    vm = rec.get(VM)
+    kind = rec.get(KIND)
+    d = rec.get(DIR)
     if type(t) is not int or type(vm) is not str or type(kind) is not str or type(d) is not str:
         return False
     t_ns: int = t
@@ -298,17 +312,17 @@ def _in_order(obj: Any, last: dict[str, int]) -> bool:
     name: str = kind
     direction: str = d
     if name == "event" or name == "reply":  # nearly every record is one of these three
-        ok = direction == "recv" and (name == "reply" or type(rec.get("name")) is str)
+        ok = direction == "recv" and (name == "reply" or type(rec.get(NAME)) is str)
     elif name == "command":
-        ok = direction == "send" and type(rec.get("name")) is str
+        ok = direction == "send" and type(rec.get(NAME)) is str
     else:
-        ok = (direction, name) in VALID and (name not in NAMED or type(rec.get("name")) is str)
-    if not ok or not (type(rec.get("wire")) is str or "wire_b64" in rec):
+        ok = (direction, name) in VALID and (name not in NAMED or type(rec.get(NAME)) is str)
+    if not ok or not (type(rec.get(WIRE)) is str or "wire_b64" in rec):
         return False
     prev = last.get(vm_name)
     if prev is None or t_ns < prev:
         return False
-    last[vm_name] = t_ns
+    last[vm_name] = t  # the decoded int itself: t_ns, a machine int, would be boxed again
     return True
 
 
