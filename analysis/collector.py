@@ -31,7 +31,7 @@ from tracer.timeline import (
 )
 
 READER_ROLES = ("mainloop", "vm-thread")
-#: What lock tables sort by (columns of :func:`lock_row`, without units).
+#: What lock tables sort by (columns of :meth:`LockCounts.row`, without units).
 LOCK_SORT_KEYS = ("acquired", "contended", "wait_total", "wait_avg", "wait_max",
                   "hold_total", "hold_max")
 
@@ -112,6 +112,38 @@ class InFlight:
         return [i for i, f in enumerate(self.flags) if f & OPEN]
 
 
+class LockCounts:
+    """One VM mutex's acquisitions and their waits and holds, in ns: machine ints (compiled,
+    sums kept in a list would be int objects, a new one per record)."""
+
+    __slots__ = ("acquired", "contended", "wait_sum", "wait_max", "hold_sum", "hold_max")
+
+    def __init__(self) -> None:
+        self.acquired = 0
+        self.contended = 0
+        self.wait_sum = 0
+        self.wait_max = 0
+        self.hold_sum = 0
+        self.hold_max = 0
+
+    def row(self) -> dict[str, Any]:
+        acquired, wait_sum = self.acquired, self.wait_sum
+        return {"acquired": acquired, "contended": self.contended,
+                "wait_total_ms": wait_sum / 1e6,
+                "wait_avg_ms": wait_sum / 1e6 / acquired if acquired else 0.0,
+                "wait_max_ms": self.wait_max / 1e6, "hold_total_ms": self.hold_sum / 1e6,
+                "hold_max_ms": self.hold_max / 1e6}
+
+
+class Tally:
+    """A count kept as a machine int."""
+
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+
 class Collector:
     def __init__(self, timeline: Timeline) -> None:
         self.timeline = timeline
@@ -126,7 +158,8 @@ class Collector:
         self.rpc_queue_wait: list[np.ndarray] = []
         self.job_waits: list[np.ndarray] = []
         #: Counts kept as they come (no per-event arrays needed for them).
-        self.path_counts: list[int] = []
+        #: Events done per path id.
+        self.path_counts: list[Tally] = []
         self.dropped: dict[int, int] = {}
         self.rpc_errors = 0
         self.job_timeouts = 0
@@ -135,8 +168,7 @@ class Collector:
         self.peak_bytes = 0
         self.read_paused_ns = 0
         self.reader_stalled_ns = 0
-        #: Per VM: acquired, contended, wait sum, wait max, hold sum, hold max (ns).
-        self.locks: list[list[int]] = []
+        self.locks: list[LockCounts] = []
         self.paused_since: dict[int, int] = {}
         self._is_reader: list[bool] = []
         #: Per reader thread: when its open handler stage began (-1: none open).
@@ -158,7 +190,9 @@ class Collector:
         ev_lat, ev_start, rpc_lat = BytesWriter(), BytesWriter(), BytesWriter()
         rpc_wait, job_waits = BytesWriter(), BytesWriter()
         rpc_prio: list[bool] = []
-        for at in range(0, len(chunk), RECORD_SIZE):
+        at = 0
+        end = len(chunk)
+        while at < end:  # (compiled, a range with a step that is not a literal is generic)
             kind: int = read_i64_le(chunk, at + KIND)
             if kind in (LOCK_ACQUIRE, LOCK_RELEASE):
                 self._lock(kind, read_i64_le(chunk, at + VM), read_i64_le(chunk, at + VALUE))
@@ -187,8 +221,8 @@ class Collector:
                 events.flags[i] = events.flags[i] & ~OPEN
                 path: int = read_i64_le(chunk, at + VALUE)
                 while len(self.path_counts) <= path:
-                    self.path_counts.append(0)
-                self.path_counts[path] = self.path_counts[path] + 1
+                    self.path_counts.append(Tally())
+                self.path_counts[path].n += 1
             elif kind == JOB_BEGIN:
                 write_i64_le(job_waits, read_i64_le(chunk, at + VALUE))
             elif kind == QUEUE_DEPTH:
@@ -228,6 +262,7 @@ class Collector:
             elif kind == READ_RESUMED:
                 self.read_paused_ns += read_i64_le(chunk, at + VALUE)
                 self.paused_since.pop(read_i64_le(chunk, at + VM), None)
+            at += RECORD_SIZE
         _keep(self.event_latency, ev_lat)
         _keep(self.event_start_latency, ev_start)
         _keep(self.rpc_latency, rpc_lat)
@@ -239,19 +274,19 @@ class Collector:
     def _lock(self, kind: int, vm: int, value: int) -> None:
         """Count a mutex acquisition (``value``: its wait) or release (its hold)."""
         while len(self.locks) <= vm:
-            self.locks.append([0] * 6)
-        s = self.locks[vm]  # (augmented assignments to items and max() are not native)
+            self.locks.append(LockCounts())
+        s = self.locks[vm]
         if kind == LOCK_ACQUIRE:
-            s[0] = s[0] + 1
+            s.acquired += 1
             if value > 0:
-                s[1] = s[1] + 1
-            s[2] = s[2] + value
-            if value > s[3]:
-                s[3] = value
+                s.contended += 1
+            s.wait_sum += value
+            if value > s.wait_max:
+                s.wait_max = value
         else:
-            s[4] = s[4] + value
-            if value > s[5]:
-                s[5] = value
+            s.hold_sum += value
+            if value > s.hold_max:
+                s.hold_max = value
 
     def _readers(self) -> None:
         """Note which threads read a monitor (threads registered since the last chunk)."""
@@ -278,8 +313,8 @@ class Collector:
         queue_wait = _ms([*self.rpc_queue_wait, np.array(waiting, np.int64)])
         waits = _ms(self.job_waits)
         paused = self.read_paused_ns + sum(end_ns - t for t in self.paused_since.values())
-        paths = {self.timeline.paths[pid]: count
-                 for pid, count in enumerate(self.path_counts) if count}
+        paths = {self.timeline.paths[pid]: count.n
+                 for pid, count in enumerate(self.path_counts) if count.n}
         findings = [f.to_json() for f in self.timeline.findings]
         deadlocks = sum(1 for f in self.timeline.findings
                         if f.kind == "deadlock" and f.phase == "closed")
@@ -307,20 +342,12 @@ class Collector:
             "rpcs_unfinished": m - completed,
             "deadlocks": deadlocks,
             "ordering_violations": watch["ordering_violations"],
-            "locks": {self.timeline.vms[v]: lock_row(s)
-                      for v, s in enumerate(self.locks) if s[0] or s[4]},
+            "locks": {self.timeline.vms[v]: s.row()
+                      for v, s in enumerate(self.locks) if s.acquired or s.hold_sum},
             "findings": findings,
             "findings_suppressed": watch["suppressed"],
             "end_ns": end_ns,
         }
-
-
-def lock_row(s: list[int]) -> dict[str, Any]:
-    acquired, contended, wait_sum, wait_max, hold_sum, hold_max = s
-    return {"acquired": acquired, "contended": contended, "wait_total_ms": wait_sum / 1e6,
-            "wait_avg_ms": wait_sum / 1e6 / acquired if acquired else 0.0,
-            "wait_max_ms": wait_max / 1e6, "hold_total_ms": hold_sum / 1e6,
-            "hold_max_ms": hold_max / 1e6}
 
 
 def _keep(parts: list[np.ndarray], values: BytesWriter) -> None:
