@@ -12,9 +12,11 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from replay_helpers import Rig, rig
 
-from replay.engine import GO, PARK, Calls, Engine, Thread
+from replay.engine import GO, NEVER, PARK, Calls, Engine, Entry, Heap, Thread
 from replay.job import timeout_message
 from replay.profile import ApiCosts
 from replay.rpcpool import RpcPool
@@ -120,14 +122,40 @@ def test_thread_spends_cpu_goes_on_at_go_parks_and_is_woken() -> None:
         yield PARK
         marks.append(("woken", engine.now))
         yield 25
+        marks.append(("after 25", engine.now))
+        yield th.spend(1_000)
+        marks.append(("after spending 1,000", engine.now))
+        yield th.spend(0)
         marks.append(("end", engine.now))
 
     th.start(body())
     engine.at(500, lambda _: th.wake())
-    # start at 0; CPU to 100; GO continues at 100; parked until the wake at 500; +25
-    assert engine.run() == 525
+    # start at 0; CPU to 100; GO continues at 100; parked until the wake at 500; +25;
+    # spend() as a plain number does: +1,000, and +0 is GO
+    assert engine.run() == 1_525
     assert marks == [("start", 0), ("after 100 ns of CPU", 100), ("after GO", 100),
-                     ("woken", 500), ("end", 525)]
+                     ("woken", 500), ("after 25", 525), ("after spending 1,000", 1_525),
+                     ("end", 1_525)]
+
+
+@given(st.lists(st.one_of(st.tuples(st.just("push"), st.integers(0, 20)),
+                          st.tuples(st.just("pop"), st.just(0))), max_size=200))
+def test_heap_hands_out_entries_by_time_then_seq(ops: list[tuple[str, int]]) -> None:
+    """Against a sorted list: pops give the least (t, seq), first_t is the least t."""
+    heap = Heap()
+    model: list[tuple[int, int]] = []
+    for seq, (op, t) in enumerate(ops, 1):
+        if op == "push":
+            entry = Entry()
+            entry.t, entry.seq = t, seq
+            heap.push(entry)
+            model.append((t, seq))
+        elif model:
+            model.sort()
+            got = heap.pop()
+            assert (got.t, got.seq) == model.pop(0)
+        assert heap.size == len(model)
+        assert heap.first_t == (min(model)[0] if model else NEVER)
 
 
 # -- mutex --------------------------------------------------------------------------------
