@@ -177,7 +177,7 @@ class Workload:
         while not ready:
             if self._exhausted:
                 return None
-            # nothing read yet: read until an item is ready
+            # none ready: read one record if none was read yet, else a lookahead further
             self._read_past(None if self.first_ns is None else self.last_ns + self.lookahead)
         ahead = ready[0].due + self.lookahead
         if self.last_ns <= ahead and not self._exhausted:
