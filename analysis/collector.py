@@ -157,8 +157,8 @@ class Collector:
         self.rpc_priority: list[np.ndarray] = []
         self.rpc_queue_wait: list[np.ndarray] = []
         self.job_waits: list[np.ndarray] = []
-        #: Counts kept as they come (no per-event arrays needed for them).
-        #: Events done per path id.
+        #: Counts kept as they come (no per-event arrays needed for them), first the
+        #: events done per path id.
         self.path_counts: list[Tally] = []
         self.dropped: dict[int, int] = {}
         self.rpc_errors = 0
