@@ -35,17 +35,25 @@ class VmQueues:
         assert q is not None
         q.push(ev)
         if q.depth == 1:
-            self._swap(vm, self.pending)
-            self.pending += 1
+            self._enter(vm)
 
     def pop(self, vm: VM) -> Event:
         q = vm.queue
         assert q is not None
         ev = q.pop()
         if not q.depth:
-            self.pending -= 1
-            self._swap(vm, self.pending)
+            self._leave(vm)
         return ev
+
+    def _enter(self, vm: VM) -> None:
+        """``vm`` now has queued events: it joins the first :attr:`pending`."""
+        self._swap(vm, self.pending)
+        self.pending += 1
+
+    def _leave(self, vm: VM) -> None:
+        """``vm`` has no queued events left: it leaves the first :attr:`pending`."""
+        self.pending -= 1
+        self._swap(vm, self.pending)
 
     def _swap(self, vm: VM, i: int) -> None:
         """Put ``vm`` at place ``i`` and the VM there at ``vm``'s place."""
@@ -82,8 +90,7 @@ class VmQueues:
         assert vm.queue is not None
         if not vm.queue.depth:
             return []
-        self.pending -= 1
-        self._swap(vm, self.pending)
+        self._leave(vm)
         return vm.queue.clear()
 
     def holds(self, vm: VM, names: frozenset[str]) -> bool:
